@@ -1,0 +1,145 @@
+"""Resolve the caller's array namespace once per call, and the dtype/device helpers.
+
+Every public function calls :func:`namespace` at its boundary and then computes with the
+returned ``xp`` only. Nothing here imports jax or torch: a framework is only looked at when
+the caller's arrays already come from it (it is then in ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "compute_dtype",
+    "constant",
+    "device_of",
+    "is_jax",
+    "is_numpy",
+    "is_strict",
+    "is_torch",
+    "is_tracing",
+    "library_name",
+    "namespace",
+]
+
+
+def library_name(x: Any) -> str:
+    """Name the library an array comes from, for error messages (e.g. ``"torch.Tensor"``)."""
+    t = type(x)
+    module = t.__module__.split(".")[0]
+    if module == "jaxlib" or module == "jax":
+        return "jax.Array"
+    return f"{module}.{t.__qualname__}"
+
+
+def _library_key(x: Any) -> str:
+    """Group arrays by the library that owns them (jax tracers count as jax)."""
+    if array_api_compat.is_jax_array(x):
+        return "jax"
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_numpy_array(x):
+        return "numpy"
+    return type(x).__module__.split(".")[0]
+
+
+def namespace(**arrays: Any) -> Any:
+    """Return the Array API namespace shared by the named arrays (``None`` values skipped).
+
+    Raises:
+        TypeError: an argument is not an array, or the arrays come from different libraries
+            (the message names the arguments and their libraries).
+    """
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        if not array_api_compat.is_array_api_obj(a):
+            raise TypeError(
+                f"{name} must be an array (NumPy, JAX, PyTorch or another Array API library), "
+                f"got {type(a).__name__}"
+            )
+    keys = {}
+    for name, a in present.items():
+        keys.setdefault(_library_key(a), name)
+    if len(keys) > 1:
+        described = ", ".join(
+            f"{name!r} is a {library_name(present[name])}" for name in keys.values()
+        )
+        raise TypeError(
+            f"arrays from different libraries were mixed: {described}; "
+            "pass all array arguments from one library"
+        )
+    return array_api_compat.array_namespace(*present.values())
+
+
+def is_numpy(xp: Any) -> bool:
+    """True for NumPy's namespace (as wrapped by array-api-compat)."""
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_jax(xp: Any) -> bool:
+    """True for JAX's namespace."""
+    return array_api_compat.is_jax_namespace(xp)
+
+
+def is_torch(xp: Any) -> bool:
+    """True for PyTorch's namespace (as wrapped by array-api-compat)."""
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def is_strict(xp: Any) -> bool:
+    """True for the array_api_strict reference namespace."""
+    return array_api_compat.is_array_api_strict_namespace(xp)
+
+
+def is_tracing(*arrays: Any) -> bool:
+    """True when any array is abstract: a JAX tracer, or a tensor seen by a torch compiler
+    or a functorch transform. Value checks (which read data) must be skipped then."""
+    if "jax" in sys.modules:
+        import jax
+
+        if any(isinstance(a, jax.core.Tracer) for a in arrays):
+            return True
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.compiler.is_compiling():
+            return True
+        tensors = [a for a in arrays if isinstance(a, torch.Tensor)]
+        if tensors:
+            functorch = getattr(torch._C, "_functorch", None)
+            wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+            if wrapped is not None and any(wrapped(t) for t in tensors):
+                return True
+            if any(getattr(t, "is_meta", False) for t in tensors):
+                return True
+            if any(type(t).__name__ == "FakeTensor" for t in tensors):
+                return True
+    return False
+
+
+def device_of(x: Any) -> Any:
+    """The device an array lives on."""
+    return array_api_compat.device(x)
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The floating dtype losses are computed in: float16/bfloat16 are upcast to float32."""
+    half = [xp.float16]
+    bf16 = getattr(xp, "bfloat16", None)
+    if bf16 is not None:
+        half.append(bf16)
+    if any(dtype == h for h in half):
+        return xp.float32
+    return dtype
+
+
+def constant(xp: Any, value: float, like: Any) -> Any:
+    """A 0-d array holding ``value`` with ``like``'s dtype and device.
+
+    Making constants explicitly (rather than mixing Python floats into expressions) keeps
+    dtypes from promoting and keeps ``torch.compile`` graphs whole.
+    """
+    return xp.asarray(value, dtype=like.dtype, device=device_of(like))

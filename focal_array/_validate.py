@@ -1,0 +1,132 @@
+"""Checks on shapes, dtypes and option values, with messages that name the argument.
+
+Static checks (dtype kind, shapes, option ranges) always run. Value checks read data, so
+they run only where the backend is eager (:func:`eager_check`), never inside a JAX trace
+or a ``torch.compile`` graph.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._namespace import is_tracing
+
+__all__ = [
+    "check_bool_or_number_array",
+    "check_broadcasts_to",
+    "check_choice",
+    "check_floating",
+    "check_integer",
+    "check_number",
+    "check_same_shape",
+    "eager_check",
+    "normalize_axis",
+]
+
+
+def _kind(xp: Any, dtype: Any) -> str:
+    for kind in ("bool", "signed integer", "unsigned integer", "real floating"):
+        if xp.isdtype(dtype, kind):
+            return kind
+    return "complex floating" if xp.isdtype(dtype, "complex floating") else str(dtype)
+
+
+def check_floating(xp: Any, x: Any, name: str) -> None:
+    """Require a real floating dtype (logits, probabilities, boxes)."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{name} must have a real floating dtype (float16, bfloat16, float32 or float64), "
+            f"got {x.dtype} ({_kind(xp, x.dtype)})"
+        )
+
+
+def check_integer(xp: Any, x: Any, name: str) -> None:
+    """Require an integer dtype (class labels, indices)."""
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(
+            f"{name} must have an integer dtype (class indices), got {x.dtype} "
+            f"({_kind(xp, x.dtype)})"
+        )
+
+
+def check_bool_or_number_array(xp: Any, x: Any, name: str) -> None:
+    """Require a boolean, integer or real floating dtype (targets, weights, masks)."""
+    if not (xp.isdtype(x.dtype, "bool") or xp.isdtype(x.dtype, "integral")
+            or xp.isdtype(x.dtype, "real floating")):
+        raise TypeError(f"{name} must be boolean, integer or real floating, got {x.dtype}")
+
+
+def check_same_shape(name_a: str, shape_a: Sequence[int], name_b: str,
+                     shape_b: Sequence[int], *, hint: str = "") -> None:
+    """Require two shapes to be equal."""
+    if tuple(shape_a) != tuple(shape_b):
+        extra = f"; {hint}" if hint else ""
+        raise ValueError(
+            f"{name_b} must have shape {tuple(shape_a)} (the shape of {name_a}), "
+            f"got {tuple(shape_b)}{extra}"
+        )
+
+
+def check_broadcasts_to(name: str, shape: Sequence[int], target: Sequence[int],
+                        target_name: str) -> None:
+    """Require ``shape`` to broadcast to ``target`` without growing it."""
+    shape, target = tuple(shape), tuple(target)
+    ok = len(shape) <= len(target) and all(
+        s == 1 or s == t for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} with shape {shape} does not broadcast to {target_name} shape {target}"
+        )
+
+
+def check_number(name: str, value: Any, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """Require a finite real number within a range; return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """Require one of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """Turn a possibly negative axis into a non-negative one, checking it is in range."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def eager_check(arrays: Sequence[Any], bad: Callable[[], Any],
+                message: Callable[[], str]) -> None:
+    """Raise ``ValueError(message())`` if ``bad()`` is true, unless the arrays are traced.
+
+    ``bad`` returns a 0-d boolean array; it is only evaluated (which reads data and, on an
+    accelerator, waits for it) when every array is concrete.
+    """
+    if is_tracing(*arrays):
+        return
+    if bool(bad()):
+        raise ValueError(message())
