@@ -5,6 +5,14 @@ API standard so the same functions run on NumPy, JAX and PyTorch arrays, returni
 the caller's own library, dtype and device.
 """
 
+from .losses import (
+    binary_cross_entropy,
+    one_hot,
+    sigmoid_focal_loss,
+    softmax_cross_entropy,
+    softmax_focal_loss,
+)
+
 __version__ = "0.1.0"
 
 #: Matcher label of an anchor assigned to background (IoU below the low threshold).
@@ -16,4 +24,9 @@ __all__ = [
     "BACKGROUND",
     "IGNORE",
     "__version__",
+    "binary_cross_entropy",
+    "one_hot",
+    "sigmoid_focal_loss",
+    "softmax_cross_entropy",
+    "softmax_focal_loss",
 ]

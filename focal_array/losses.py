@@ -1,0 +1,597 @@
+"""Focal loss and cross-entropy, sigmoid and softmax, with weights and reductions.
+
+Every function here resolves the caller's array namespace once, validates its arguments,
+and computes with that namespace only, so it runs unchanged on NumPy, JAX (``jit``,
+``grad``, ``vmap``) and PyTorch (autograd, ``torch.compile``) and returns an array of the
+caller's library, dtype and device. float16/bfloat16 inputs are computed and returned in
+float32.
+
+Numerics. The sigmoid losses read one ``e = exp(-|x|)`` per element and build from it
+``p = σ(x)`` and ``1 − p = σ(−x)`` (each to a few ulps, neither by subtraction) and both
+softplus terms; the binary cross-entropy is ``y·softplus(−x) + (1 − y)·softplus(x)``, exact
+to rounding even where it is ~1e-35. The modulating factor ``(1 − p_t)^γ`` is taken from
+that accurately computed ``1 − p_t``: squared for γ = 2, raised with ``pow`` otherwise, its
+base floored at the dtype's smallest normal number so that its derivative stays finite for
+γ < 1 at saturated logits (where the exact factor and everything it multiplies are already
+below that number). The softmax losses compute ``log p_t`` and ``1 − p_t`` from the shifted
+logits with the mass of the other classes summed separately, so neither cancels when
+``p_t → 1``.
+
+References:
+    Lin, Goyal, Girshick, He, Dollár. *Focal Loss for Dense Object Detection*. ICCV 2017,
+    arXiv:1708.02002.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import array_api_compat
+
+from . import _validate as v
+from ._namespace import compute_dtype, constant, device_of, namespace
+from ._stable import exp_neg_abs, one_hot_mask, sigmoid_pair, softplus_pair
+
+__all__ = [
+    "binary_cross_entropy",
+    "one_hot",
+    "sigmoid_focal_loss",
+    "softmax_cross_entropy",
+    "softmax_focal_loss",
+]
+
+REDUCTIONS = ("none", "sum", "mean")
+
+Array = Any
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_options(*, gamma: float, label_smoothing: float, reduction: str) -> tuple:
+    gamma = v.check_number("gamma", gamma, low=0.0)
+    label_smoothing = v.check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
+                                     high_open=True)
+    v.check_choice("reduction", reduction, REDUCTIONS)
+    return gamma, label_smoothing
+
+
+def _check_normalizer(xp: Any, normalizer: Any, reduction: str) -> None:
+    if normalizer is None:
+        return
+    if reduction != "mean":
+        raise ValueError(
+            f"normalizer is only used with reduction='mean', got reduction={reduction!r}"
+        )
+    if array_api_compat.is_array_api_obj(normalizer):
+        if normalizer.ndim != 0:
+            raise ValueError(
+                f"normalizer must be a number or a 0-d array, got shape {tuple(normalizer.shape)}"
+            )
+        if not (xp.isdtype(normalizer.dtype, "integral")
+                or xp.isdtype(normalizer.dtype, "real floating")):
+            raise TypeError(f"normalizer must be integer or real floating, got {normalizer.dtype}")
+        v.eager_check(
+            [normalizer],
+            lambda: normalizer < 0,
+            lambda: f"normalizer must be >= 0 (a count), got {normalizer!r}",
+        )
+    else:
+        v.check_number("normalizer", normalizer, low=0.0)
+
+
+def _check_weights(xp: Any, weights: Any, loss_shape: tuple, loss_name: str) -> None:
+    if weights is None:
+        return
+    v.check_bool_or_number_array(xp, weights, "weights")
+    v.check_broadcasts_to("weights", weights.shape, loss_shape, loss_name)
+
+
+def _check_logits(xp: Any, logits: Any, from_logits: bool, name: str) -> None:
+    v.check_floating(xp, logits, name)
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
+    if not from_logits:
+        v.eager_check(
+            [logits],
+            lambda: xp.any((logits < 0) | (logits > 1)),
+            lambda: (
+                f"with from_logits=False, {name} must hold probabilities in [0, 1]; "
+                "found values outside (pass from_logits=True for logits)"
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def _reduce(loss: Array, *, weights: Any, reduction: str, normalizer: Any,
+            valid: Any, xp: Any) -> Array:
+    """Apply weights, then reduce: "none", "sum" (Σ w·ℓ) or "mean".
+
+    "mean" divides by ``max(normalizer, 1)`` when a normalizer is given, else by Σ w over
+    counted elements (``valid``), else by the number of counted elements; a zero
+    denominator gives 0 with a zero gradient.
+    """
+    w = None
+    if weights is not None:
+        w = xp.astype(weights, loss.dtype)
+        loss = loss * w
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    one = constant(xp, 1.0, total)
+    if normalizer is not None:
+        n = normalizer
+        if not array_api_compat.is_array_api_obj(n):
+            n = constant(xp, float(n), total)
+        return total / xp.maximum(xp.astype(n, total.dtype), one)
+    if w is not None:
+        counted = xp.broadcast_to(w, loss.shape)
+        if valid is not None:
+            counted = xp.where(valid, counted, constant(xp, 0.0, total))
+        denom = xp.sum(counted)
+    elif valid is not None:
+        denom = xp.sum(xp.astype(valid, total.dtype))
+    else:
+        denom = constant(xp, float(math.prod(loss.shape)), total)
+    positive = denom > constant(xp, 0.0, total)
+    return xp.where(positive, total / xp.where(positive, denom, one),
+                    constant(xp, 0.0, total))
+
+
+# --------------------------------------------------------------------------- focal factor
+
+
+def _modulating(q: Array, gamma: float, *, xp: Any) -> Array | None:
+    """(1 − p_t)^γ from an accurately computed ``q = 1 − p_t``; None for γ = 0."""
+    if gamma == 0.0:
+        return None
+    if gamma == 1.0:
+        return q
+    if gamma == 2.0:
+        return q * q
+    # pow's derivative γ·q^(γ−1) is infinite at q = 0 for γ < 1; flooring the base at the
+    # smallest normal number keeps it finite, and where the floor acts the exact factor
+    # (and the loss and gradient it multiplies) is itself below that number
+    tiny = constant(xp, xp.finfo(q.dtype).tiny, q)
+    return xp.pow(xp.maximum(q, tiny), constant(xp, gamma, q))
+
+
+def _safe_log(p: Array, *, xp: Any) -> Array:
+    """log(max(p, tiny)): a probability of exactly 0 gives −log(tiny), not −inf."""
+    return xp.log(xp.maximum(p, constant(xp, xp.finfo(p.dtype).tiny, p)))
+
+
+# --------------------------------------------------------------------------- sigmoid
+
+
+def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
+                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                  label_smoothing: float) -> Array:
+    xp = namespace(logits=logits, targets=targets, weights=weights,
+                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
+                   else None)
+    _check_logits(xp, logits, from_logits, "logits")
+    v.check_bool_or_number_array(xp, targets, "targets")
+    v.check_same_shape("logits", logits.shape, "targets", targets.shape,
+                       hint="sigmoid targets are per class, e.g. one_hot(labels, C)")
+    if alpha is not None:
+        alpha = v.check_number("alpha", alpha, low=0.0, high=1.0)
+    gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
+                                            reduction=reduction)
+    _check_weights(xp, weights, tuple(logits.shape), "the loss (= logits)")
+    _check_normalizer(xp, normalizer, reduction)
+    if not xp.isdtype(targets.dtype, "bool"):
+        v.eager_check(
+            [targets],
+            lambda: xp.any((targets < 0) | (targets > 1)),
+            lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
+            "outside",
+        )
+
+    dtype = compute_dtype(xp, logits.dtype)
+    x = xp.astype(logits, dtype)
+    y = xp.astype(targets, dtype)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma, from_logits=from_logits,
+                                xp=xp)
+    return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
+                   valid=None, xp=xp)
+
+
+def _sigmoid_elementwise(x: Array, y: Array, *, alpha: float | None, gamma: float,
+                         from_logits: bool, xp: Any) -> Array:
+    """α_t · (1 − p_t)^γ · BCE(x, y), elementwise, in the compute dtype."""
+    hard_neg = 1.0 - y
+    if from_logits:
+        nonneg, e = exp_neg_abs(x, xp=xp)
+        sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
+        bce = y * sp_neg + hard_neg * sp_pos
+        p, one_minus_p = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp) if gamma else (None, None)
+    else:
+        p, one_minus_p = x, 1.0 - x
+        bce = -(y * _safe_log(p, xp=xp) + hard_neg * _safe_log(one_minus_p, xp=xp))
+    loss = bce
+    if gamma:
+        q = y * one_minus_p + hard_neg * p
+        loss = _modulating(q, gamma, xp=xp) * loss
+    if alpha is not None:
+        loss = (alpha * y + (1.0 - alpha) * hard_neg) * loss
+    return loss
+
+
+def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None = 0.25,
+                       gamma: float = 2.0, weights: Array | None = None,
+                       reduction: str = "none", normalizer: Any = None,
+                       from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
+    r"""Sigmoid (one-vs-all) focal loss of Lin et al., as in RetinaNet and FCOS heads.
+
+    .. math::
+
+        p = \sigma(x), \quad
+        p_t = \begin{cases} p & y = 1 \\ 1 - p & y = 0 \end{cases}, \quad
+        \alpha_t = \begin{cases} \alpha & y = 1 \\ 1 - \alpha & y = 0 \end{cases}
+
+        \mathrm{FL}(x, y) = -\alpha_t (1 - p_t)^\gamma \log p_t
+
+    For soft targets :math:`y \in [0, 1]` the definition shared by torchvision and optax is
+    used: :math:`p_t = p y + (1 - p)(1 - y)`, :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)`
+    and :math:`\mathrm{FL} = \alpha_t (1 - p_t)^\gamma \, \mathrm{BCE}(x, y)`, with
+    :math:`\mathrm{BCE}(x, y) = y\,\mathrm{softplus}(-x) + (1 - y)\,\mathrm{softplus}(x)`.
+    :math:`\gamma = 0` gives :func:`binary_cross_entropy` exactly. Results and gradients are
+    finite for every finite logit and every :math:`\gamma \ge 0` (:math:`\gamma < 1` included).
+    NaN in ``logits`` propagates to the result; it is never zeroed.
+
+    Args:
+        logits: ``(..., C)`` real floating; any shape. With ``from_logits=False``,
+            probabilities P(class) in [0, 1] instead (clamped at the dtype's smallest normal
+            number inside the logs, so a probability of exactly 0 or 1 on the wrong side gives a
+            large finite loss, ≈ 87.3 in float32, rather than inf).
+        targets: same shape as ``logits``; 0/1 labels (bool, integer or floating) or soft
+            targets in [0, 1]. Use ``one_hot(labels, C)`` for class indices.
+        alpha: weight of the positive term in [0, 1]; ``1 - alpha`` weighs negatives.
+            ``None`` disables balancing.
+        gamma: focusing parameter, ``>= 0``.
+        weights: broadcasts to ``logits.shape``; multiplies the elementwise loss. Weight 0
+            drops an element (but NaN × 0 is still NaN).
+        reduction: ``"none"`` (elementwise, shape of ``logits``), ``"sum"`` (Σ w·ℓ) or
+            ``"mean"``: Σ w·ℓ / Σ w (plain mean without weights), or Σ w·ℓ / max(normalizer,
+            1) when ``normalizer`` is given. An all-zero ``weights`` gives 0 and a zero
+            gradient, not NaN.
+        normalizer: only with ``reduction="mean"``: a number or 0-d array ≥ 0, e.g. the
+            number of positive anchors (RetinaNet), of assigned anchors, an EMA, or a count
+            all-reduced across devices.
+        from_logits: ``True`` for logits, ``False`` for probabilities.
+        label_smoothing: ε in [0, 1); targets become ``y (1 − ε) + ε / 2``.
+
+    Returns:
+        Float array: shape of ``logits`` for ``"none"``, 0-d otherwise. dtype of ``logits``,
+        except float16/bfloat16 which are computed and returned in float32.
+
+    Example:
+        >>> import numpy as np
+        >>> from focal_array import sigmoid_focal_loss
+        >>> p = np.array([0.9, 0.2])          # P(person) of a positive and a negative anchor
+        >>> y = np.array([1.0, 0.0])
+        >>> sigmoid_focal_loss(p, y, from_logits=False).round(7)
+        array([0.0002634, 0.0066943])
+
+    References:
+        Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017 (arXiv:1708.02002).
+    """
+    return _sigmoid_loss(logits, targets, alpha=alpha, gamma=gamma, weights=weights,
+                         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
+
+
+def binary_cross_entropy(logits: Array, targets: Array, /, *, alpha: float | None = None,
+                         weights: Array | None = None, reduction: str = "none",
+                         normalizer: Any = None, from_logits: bool = True,
+                         label_smoothing: float = 0.0) -> Array:
+    r"""Sigmoid binary cross-entropy, optionally α-balanced.
+
+    .. math::
+
+        \mathrm{BCE}(x, y) = -\alpha_t\,[\,y \log \sigma(x) + (1 - y) \log(1 - \sigma(x))\,]
+        = \alpha_t\,[\,y\,\mathrm{softplus}(-x) + (1 - y)\,\mathrm{softplus}(x)\,]
+
+    with :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)`, or 1 when ``alpha`` is None.
+    Equal to :func:`sigmoid_focal_loss` with ``gamma=0``. Exact to rounding for every finite
+    logit (no overflow, no cancellation).
+
+    Args:
+        logits: real floating, any shape (probabilities with ``from_logits=False``).
+        targets: same shape, 0/1 or soft targets in [0, 1].
+        alpha: None (default, no balancing) or the positive weight in [0, 1].
+        weights, reduction, normalizer, from_logits, label_smoothing: as in
+            :func:`sigmoid_focal_loss`.
+
+    Returns:
+        As :func:`sigmoid_focal_loss`.
+
+    Example:
+        >>> import numpy as np
+        >>> from focal_array import binary_cross_entropy
+        >>> binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0]),
+        ...                      from_logits=False).round(4)
+        array([0.1054, 0.2231])
+    """
+    return _sigmoid_loss(logits, targets, alpha=alpha, gamma=0.0, weights=weights,
+                         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+def _class_alpha(xp: Any, alpha: Any, num_classes: int, like: Array) -> Array | None:
+    """Per-class α as a (C,) array in ``like``'s dtype/device (None: no balancing).
+
+    A scalar α weighs the foreground classes (labels ≥ 1) by α and background (label 0) by
+    1 − α, as in the seed example.
+    """
+    if alpha is None:
+        return None
+    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+        a = v.check_number("alpha", alpha, low=0.0, high=1.0)
+        values = [1.0 - a] + [a] * (num_classes - 1)
+        return xp.asarray(values, dtype=like.dtype, device=device_of(like))
+    if array_api_compat.is_array_api_obj(alpha):
+        namespace(logits=like, alpha=alpha)
+        if alpha.ndim == 0:
+            raise TypeError("alpha as an array must be a per-class vector of shape (C,); "
+                            "pass a Python float for a scalar alpha")
+        vec = alpha
+    elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
+        vals = [v.check_number(f"alpha[{i}]", a, low=0.0, high=1.0) for i, a in enumerate(alpha)]
+        vec = xp.asarray(vals, dtype=like.dtype, device=device_of(like))
+    else:
+        raise TypeError(
+            f"alpha must be None, a number in [0, 1] or a per-class vector, got {alpha!r}"
+        )
+    if tuple(vec.shape) != (num_classes,):
+        raise ValueError(
+            f"alpha as a per-class vector must have shape ({num_classes},) (the number of "
+            f"classes along axis), got {tuple(vec.shape)}"
+        )
+    v.check_floating(xp, vec, "alpha")
+    v.eager_check([vec], lambda: xp.any((vec < 0) | (vec > 1)),
+                  lambda: "alpha values must be in [0, 1]")
+    return xp.astype(vec, like.dtype)
+
+
+def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
+                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                  label_smoothing: float) -> Array:
+    xp = namespace(logits=logits, labels=labels, weights=weights,
+                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
+                   else None)
+    _check_logits(xp, logits, from_logits, "logits")
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the class axis)")
+    ax = v.normalize_axis(axis, logits.ndim)
+    v.check_integer(xp, labels, "labels")
+    example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
+    v.check_same_shape("logits without the class axis", example_shape, "labels",
+                       labels.shape, hint="labels are class indices, one per example")
+    gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
+                                            reduction=reduction)
+    _check_weights(xp, weights, example_shape, "the per-example loss (= labels)")
+    _check_normalizer(xp, normalizer, reduction)
+    num_classes = logits.shape[ax]
+    v.eager_check(
+        [labels],
+        lambda: xp.any(labels >= num_classes),
+        lambda: f"labels must be < num_classes = {num_classes} (negative labels are "
+        f"ignored); found a label >= {num_classes}",
+    )
+
+    dtype = compute_dtype(xp, logits.dtype)
+    x = xp.astype(logits, dtype)
+    alpha_vec = _class_alpha(xp, alpha, num_classes, x)
+    valid = labels >= 0
+    mask = one_hot_mask(labels, num_classes, axis=ax, xp=xp)
+    if label_smoothing:
+        loss = _softmax_smoothed(x, mask, ax, alpha_vec, gamma, from_logits,
+                                 label_smoothing, xp=xp)
+    else:
+        loss = _softmax_hard(x, mask, ax, alpha_vec, gamma, from_logits, xp=xp)
+    # ignored examples are out of the problem: exactly zero, whatever their logits hold
+    loss = xp.where(valid, loss, constant(xp, 0.0, loss))
+    return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
+                   valid=valid, xp=xp)
+
+
+def _expand_class_vector(vec: Array, ndim: int, axis: int, *, xp: Any) -> Array:
+    shape = [1] * ndim
+    shape[axis] = vec.shape[0]
+    return xp.reshape(vec, tuple(shape))
+
+
+def _softmax_hard(x: Array, mask: Array, axis: int, alpha_vec: Array | None, gamma: float,
+                  from_logits: bool, *, xp: Any) -> Array:
+    """−α_t (1 − p_t)^γ log p_t for integer labels (mask: one-hot along ``axis``)."""
+    zero = constant(xp, 0.0, x)
+    if from_logits:
+        z = x - xp.max(x, axis=axis, keepdims=True)
+        e = xp.exp(z)
+        z_t = xp.sum(xp.where(mask, z, zero), axis=axis)
+        # mass of the other classes, summed apart so 1 − p_t keeps its relative accuracy
+        others = xp.sum(xp.where(mask, zero, e), axis=axis)
+        # log Σ e = log1p(e_t − 1 + others): exact when the labelled class is the maximum
+        log_pt = z_t - xp.log1p(xp.expm1(z_t) + others)
+        q = others / (xp.exp(z_t) + others)
+    else:
+        p_t = xp.sum(xp.where(mask, x, zero), axis=axis)
+        q = xp.sum(xp.where(mask, zero, x), axis=axis)
+        log_pt = _safe_log(p_t, xp=xp)
+    loss = -log_pt
+    if gamma:
+        loss = _modulating(q, gamma, xp=xp) * loss
+    if alpha_vec is not None:
+        a = _expand_class_vector(alpha_vec, x.ndim, axis, xp=xp)
+        loss = xp.sum(xp.where(mask, a, zero), axis=axis) * loss
+    return loss
+
+
+def _softmax_smoothed(x: Array, mask: Array, axis: int, alpha_vec: Array | None,
+                      gamma: float, from_logits: bool, smoothing: float, *, xp: Any) -> Array:
+    """Σ_j t_j α_j (1 − p_j)^γ (−log p_j) with t = (1 − ε)·onehot + ε / C."""
+    zero = constant(xp, 0.0, x)
+    num_classes = x.shape[axis]
+    if from_logits:
+        z = x - xp.max(x, axis=axis, keepdims=True)
+        e = xp.exp(z)
+        # the (first) arg-max class is the one whose log p and 1 − p would cancel
+        top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
+        rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
+        log_p = z - xp.log1p(rest)
+        q = xp.where(top, rest / (1.0 + rest), -xp.expm1(log_p))
+    else:
+        log_p = _safe_log(x, xp=xp)
+        q = 1.0 - x
+    t = xp.where(mask, constant(xp, 1.0 - smoothing + smoothing / num_classes, x),
+                 constant(xp, smoothing / num_classes, x))
+    loss = -log_p * t
+    if gamma:
+        loss = _modulating(q, gamma, xp=xp) * loss
+    if alpha_vec is not None:
+        loss = _expand_class_vector(alpha_vec, x.ndim, axis, xp=xp) * loss
+    return xp.sum(loss, axis=axis)
+
+
+def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
+                       gamma: float = 2.0, axis: int = -1, weights: Array | None = None,
+                       reduction: str = "none", normalizer: Any = None,
+                       from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
+    r"""Multi-class (softmax) focal loss, e.g. for an R-CNN head with a background class.
+
+    .. math::
+
+        p = \mathrm{softmax}(x), \quad p_t = p_{\text{label}}, \quad
+        \mathrm{FL} = -\alpha_t (1 - p_t)^\gamma \log p_t
+
+    :math:`\alpha_t` is 1 (``alpha=None``), :math:`\alpha` for labels ≥ 1 and
+    :math:`1 - \alpha` for the background label 0 (scalar ``alpha``), or ``alpha[label]``
+    (per-class vector). With label smoothing ε the target distribution is
+    :math:`t = (1 - ε)\,\mathrm{onehot} + ε / C` and
+    :math:`\mathrm{FL} = -\sum_j t_j \alpha_j (1 - p_j)^\gamma \log p_j`.
+    :math:`\gamma = 0` gives :func:`softmax_cross_entropy` exactly. Negative labels are
+    ignored: their loss is exactly 0 and they are not counted by ``"mean"``.
+
+    Args:
+        logits: ``(..., C, ...)`` real floating with the classes along ``axis`` (a
+            probability vector along ``axis`` with ``from_logits=False``).
+        labels: integer class indices with the shape of ``logits`` minus ``axis``; values in
+            [0, C), negative to ignore. Labels ≥ C raise a ValueError (checked where arrays
+            are concrete: NumPy, PyTorch and eager JAX, not inside a trace).
+        alpha: None, a number in [0, 1], or a per-class vector of C values in [0, 1] (a
+            sequence or an array of the logits' library).
+        gamma: focusing parameter, ``>= 0``.
+        axis: the class axis of ``logits``.
+        weights: broadcasts to the per-example loss shape (that of ``labels``).
+        reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (over the examples
+            with a label ≥ 0, weighted when ``weights`` is given, or divided by
+            ``max(normalizer, 1)``; 0 with a zero gradient when nothing is counted).
+        normalizer: as in :func:`sigmoid_focal_loss`.
+        from_logits: ``True`` for logits, ``False`` for probabilities.
+        label_smoothing: ε in [0, 1).
+
+    Returns:
+        Per-example loss with the shape of ``labels`` (``"none"``) or a 0-d array; dtype of
+        ``logits`` (float32 for half-precision inputs).
+
+    Example:
+        >>> import numpy as np
+        >>> from focal_array import softmax_focal_loss
+        >>> probs = np.array([[0.1, 0.9], [0.8, 0.2]])  # [P(background), P(person)]
+        >>> softmax_focal_loss(probs, np.array([1, 0]), alpha=0.25,
+        ...                    from_logits=False).round(7)
+        array([0.0002634, 0.0066943])
+
+    References:
+        Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017 (arXiv:1708.02002).
+    """
+    return _softmax_loss(logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
+                         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, /, *, alpha: Any = None,
+                          axis: int = -1, weights: Array | None = None,
+                          reduction: str = "none", normalizer: Any = None,
+                          from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
+    r"""Softmax cross-entropy over integer labels, optionally class-balanced.
+
+    .. math::
+
+        \mathrm{CE} = -\alpha_t \log p_t = -\alpha_t \left(x_t - \log \sum_j e^{x_j}\right)
+
+    Equal to :func:`softmax_focal_loss` with ``gamma=0``; with label smoothing ε,
+    :math:`-\sum_j t_j \alpha_j \log p_j`. Negative labels are ignored (zero loss, not
+    counted), as ``ignore_index`` does in PyTorch.
+
+    Args:
+        logits, labels, alpha, axis, weights, reduction, normalizer, from_logits,
+        label_smoothing: as in :func:`softmax_focal_loss`.
+
+    Returns:
+        As :func:`softmax_focal_loss`.
+
+    Example:
+        >>> import numpy as np
+        >>> from focal_array import softmax_cross_entropy
+        >>> probs = np.array([[0.1, 0.9], [0.8, 0.2]])
+        >>> softmax_cross_entropy(probs, np.array([1, 0]), from_logits=False).round(4)
+        array([0.1054, 0.2231])
+    """
+    return _softmax_loss(logits, labels, alpha=alpha, gamma=0.0, axis=axis, weights=weights,
+                         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
+                         label_smoothing=label_smoothing)
+
+
+def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
+    """One-hot encode integer labels along a new last axis; negative labels give all zeros.
+
+    This is how matcher labels (gt class, ``BACKGROUND`` = −1, ``IGNORE`` = −2) become the
+    per-class targets of the sigmoid losses: background and ignored anchors get all-zero
+    rows (mask ignored ones out with ``weights``).
+
+    Args:
+        labels: integer array of any shape ``(...)``; values < ``num_classes``. Labels ≥
+            ``num_classes`` raise a ValueError where arrays are concrete (not in a trace).
+        num_classes: C ≥ 1.
+        dtype: dtype of the result, a dtype of the labels' library; default float32.
+
+    Returns:
+        ``(..., C)`` array of 0 and 1 in ``dtype``, on the labels' device.
+
+    Example:
+        >>> import numpy as np
+        >>> from focal_array import one_hot
+        >>> one_hot(np.array([2, -1, 0]), 3)
+        array([[0., 0., 1.],
+               [0., 0., 0.],
+               [1., 0., 0.]], dtype=float32)
+    """
+    xp = namespace(labels=labels)
+    v.check_integer(xp, labels, "labels")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
+            or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = int(num_classes)
+    v.eager_check(
+        [labels],
+        lambda: xp.any(labels >= num_classes),
+        lambda: f"labels must be < num_classes = {num_classes}; found a label >= "
+        f"{num_classes}",
+    )
+    dtype = xp.float32 if dtype is None else dtype
+    return xp.astype(one_hot_mask(labels, num_classes, xp=xp), dtype)
