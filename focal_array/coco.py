@@ -401,7 +401,8 @@ class _Parser:
     def entry_name(self, kind: str, index: int, entry: Any) -> str:
         if isinstance(entry, Mapping) and _is_int(entry.get("id")):
             return f"{kind} id {entry['id']}"
-        return f"{kind}[{index}]"
+        # no usable id: name it by its position, as a JSON path ("annotations[3]")
+        return f"{kind}s[{index}]"
 
     def field(self, entry: Any, where: str, key: str) -> Any:
         if not isinstance(entry, Mapping):
