@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
+    "PAD_LABEL",
     "Category",
     "CocoDataset",
     "CocoFormatError",
