@@ -1,0 +1,545 @@
+"""Anchor matching: IoU matcher with an ignore band, target assignment, hard negative mining.
+
+Written against the Array API with static shapes only, so every function runs on NumPy,
+array_api_strict, JAX (``jit``/``vmap``) and PyTorch (``torch.compile(fullgraph=True)``).
+Leading batch dimensions broadcast: shared ``(A, 4)`` anchors with ``(B, G, 4)`` ground
+truths is one call, as is a padded batch ``(B, A, 4)`` with ``(B, G, 4)``.
+
+Per-anchor results use two negative codes: :data:`BACKGROUND` (``-1``, a negative anchor)
+and :data:`IGNORE` (``-2``, left out of the loss); a value ``>= 0`` is the matched
+ground-truth index (:func:`match`, :func:`match_anchors`) or class (:func:`assign_targets`).
+
+Memory: :func:`match_anchors` builds the ``(..., A, G)`` IoU matrix one coordinate at a
+time (no ``(..., A, G, 2)`` corner tensors) and updates its own fresh temporaries in place
+where the backend has mutable arrays (JAX stays functional and XLA fuses the chain),
+so the peak is about three float matrices of ``(..., A, G)`` — never int64 copies of it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from ._namespace import (
+    compute_dtype,
+    constant,
+    device_of,
+    is_numpy,
+    is_strict,
+    is_torch,
+    namespace,
+)
+from ._validate import check_floating, check_integer, check_number, check_same_shape, eager_check
+from .boxes import (
+    _area,
+    _batch_shape,
+    _centers,
+    _check_weights,
+    _common_dtype,
+    _coords,
+    _pairwise,
+    _prepare,
+    _safe_divide,
+    check_boxes,
+)
+
+__all__ = [
+    "BACKGROUND",
+    "IGNORE",
+    "assign_targets",
+    "hard_negative_mining",
+    "match",
+    "match_anchors",
+]
+
+#: Per-anchor code of a negative (background) anchor: best IoU below ``low``.
+BACKGROUND = -1
+#: Per-anchor code of an ignored anchor: best IoU in ``[low, high)``, or inside a crowd box.
+IGNORE = -2
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_thresholds(high: Any, low: Any) -> tuple[float, float]:
+    high = check_number("high", high, low=0.0, high=1.0)
+    low = check_number("low", low, low=0.0, high=1.0)
+    if low > high:
+        raise ValueError(
+            f"low ({low}) must not exceed high ({high}): anchors with IoU >= high are "
+            "positive, < low background, in between ignored"
+        )
+    return high, low
+
+
+def _check_options(high: Any, low: Any, tie_tolerance: Any) -> tuple[float, float, float]:
+    high, low = _check_thresholds(high, low)
+    tol = check_number("tie_tolerance", tie_tolerance, low=0.0, high=1.0)
+    return high, low, tol
+
+
+def _check_mask(xp: Any, mask: Any, name: str, shape: Sequence[int], of: str) -> Any:
+    if mask is None:
+        return None
+    if not xp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"{name} must be a boolean array, got dtype {mask.dtype}")
+    check_same_shape(of, tuple(shape), name, mask.shape)
+    return mask
+
+
+def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> None:
+    """Eagerly: every real gt's label is >= 0 and (when given) < num_classes."""
+    if math.prod(labels.shape) == 0:
+        return
+    zero = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
+    bad = labels < zero
+    if num_classes is not None:
+        bad = bad | (labels >= xp.asarray(num_classes, dtype=labels.dtype,
+                                          device=device_of(labels)))
+    if valid is not None:
+        bad = bad & valid
+
+    def message() -> str:
+        flat = xp.reshape(xp.astype(bad, xp.int8), (-1,))
+        i = int(xp.argmax(flat))
+        index = []
+        for size in reversed(bad.shape):
+            index.append(i % size)
+            i //= size
+        index = tuple(reversed(index))
+        value = int(labels[index])
+        where = ", ".join(map(str, index))
+        if value < 0:
+            return (f"gt_labels[{where}] = {value} is negative; class labels of real "
+                    "ground-truth boxes must be >= 0 (mark padding with gt_valid)")
+        return f"gt_labels[{where}] = {value} is not below num_classes={num_classes}"
+
+    arrays = [labels] if valid is None else [labels, valid]
+    eager_check(arrays, lambda: xp.any(bad), message)
+
+
+def _index_dtype(xp: Any, like: Any) -> Any:
+    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["indexing"]
+
+
+def _int_constant(xp: Any, value: int, like: Any) -> Any:
+    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
+
+
+# --------------------------------------------------------------------------- core
+
+
+def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol: float,
+                xp: Any) -> Any:
+    """Per-anchor match of a quality matrix (..., A, G); excluded gts already < 0."""
+    n_anchors, n_gts = q.shape[-2], q.shape[-1]
+    if n_gts == 0:
+        return xp.full(q.shape[:-1], BACKGROUND, dtype=_index_dtype(xp, q),
+                       device=device_of(q))
+    best = xp.max(q, axis=-1)
+    arg = xp.argmax(q, axis=-1)  # first maximum: ties go to the lowest gt index
+    matched = xp.where(
+        best >= constant(xp, high, q),
+        arg,
+        xp.where(best >= constant(xp, low, q), _int_constant(xp, IGNORE, arg),
+                 _int_constant(xp, BACKGROUND, arg)),
+    )
+    if allow_low_quality and n_anchors > 0:
+        gt_best = xp.max(q, axis=-2)  # (..., G)
+        if tol > 0:
+            tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
+            threshold = xp.maximum(gt_best - constant(xp, tol, q), tiny)
+        else:
+            threshold = gt_best
+        # a gt whose best quality is 0 (or that is excluded, < 0) claims nothing
+        threshold = xp.where(gt_best > constant(xp, 0.0, q), threshold,
+                             constant(xp, math.inf, q))
+        claimed = xp.any(q >= threshold[..., None, :], axis=-1)
+        matched = xp.where(claimed, arg, matched)
+    return matched
+
+
+_OPS = {
+    "subtract": (operator.isub, operator.sub),
+    "multiply": (operator.imul, operator.mul),
+    "divide": (operator.itruediv, operator.truediv),
+}
+
+
+def _inplace(x: Any, op: str, y: Any, xp: Any) -> Any:
+    """``x op= y`` on a fresh private temporary where the backend has mutable arrays
+    (NumPy, PyTorch — eager or compiled —, array_api_strict); ``x op y`` elsewhere (JAX,
+    where XLA fuses the chain anyway). Never called on a caller's array."""
+    in_place, out_of_place = _OPS[op]
+    if is_numpy(xp) or is_torch(xp) or is_strict(xp):
+        return in_place(x, y)
+    return out_of_place(x, y)
+
+
+def _anchor_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: float,
+                    xp: Any) -> tuple[Any, Any]:
+    """IoU (..., A, G) with excluded gts at -1, and the per-anchor crowd flag (or None).
+
+    Memory-lean: one (..., A, G) coordinate difference at a time, updated in place.
+    """
+    (ax1, ay1, ax2, ay2), (gx1, gy1, gx2, gy2) = _pairwise(anchors, gts)
+    zero = constant(xp, 0.0, anchors)
+    w = _inplace(xp.minimum(ax2, gx2), "subtract", xp.maximum(ax1, gx1), xp)
+    w = xp.maximum(w, zero)
+    h = _inplace(xp.minimum(ay2, gy2), "subtract", xp.maximum(ay1, gy1), xp)
+    h = xp.maximum(h, zero)
+    inter = _inplace(w, "multiply", h, xp)
+    del w, h
+    area_a = _area(anchors, xp)
+    in_crowd = None
+    if crowd is not None:
+        crowd_inter = xp.max(xp.where(crowd[..., None, :], inter, zero), axis=-1)
+        ioa = _safe_divide(crowd_inter, area_a, xp)
+        in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & (crowd_inter > zero)
+    union = area_a[..., :, None] + _area(gts, xp)[..., None, :]
+    union = _inplace(union, "subtract", inter, xp)
+    # union == 0 only when inter == 0: then IoU = 0 / tiny = 0, never NaN
+    union = xp.maximum(union, constant(xp, xp.finfo(union.dtype).smallest_normal, union))
+    iou = _inplace(inter, "divide", union, xp)
+    del union
+    if ok is not None:
+        okf = xp.astype(ok, iou.dtype)[..., None, :]
+        iou = _inplace(iou, "multiply", okf, xp)
+        iou = _inplace(iou, "subtract", constant(xp, 1.0, okf) - okf, xp)
+    return iou, in_crowd
+
+
+def _prepare_match_inputs(anchors: Any, gt_boxes: Any, gt_valid: Any, gt_crowd: Any,
+                          xp: Any) -> tuple[Any, Any, Any, Any]:
+    anchors = _prepare(xp, anchors, "anchors")
+    gts = _prepare(xp, gt_boxes, "gt_boxes")
+    if anchors.ndim < 2 or gts.ndim < 2:
+        raise ValueError(
+            "anchors and gt_boxes must have shape (..., A, 4) and (..., G, 4), got "
+            f"{tuple(anchors.shape)} and {tuple(gts.shape)}"
+        )
+    _batch_shape("anchors", anchors.shape[:-2], "gt_boxes", gts.shape[:-2])
+    anchors, gts = _common_dtype(xp, anchors, gts, "anchors", "gt_boxes")
+    gt_shape = gts.shape[:-1]
+    valid = _check_mask(xp, gt_valid, "gt_valid", gt_shape, "gt_boxes.shape[:-1]")
+    crowd = _check_mask(xp, gt_crowd, "gt_crowd", gt_shape, "gt_boxes.shape[:-1]")
+    check_boxes(xp, anchors, "anchors")
+    check_boxes(xp, gts, "gt_boxes", valid=valid)
+    return anchors, gts, valid, crowd
+
+
+def _match_anchors_impl(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high: float,
+                        low: float, allow_low_quality: bool, crowd_ioa: float, tol: float,
+                        xp: Any) -> Any:
+    if valid is not None:
+        # padding may hold anything (even NaN): make it an empty box before any math
+        gts = xp.where(valid[..., None], gts, constant(xp, 0.0, gts))
+        if crowd is not None:
+            crowd = crowd & valid
+    ok = valid
+    if crowd is not None:
+        ok = ~crowd if ok is None else ok & ~crowd
+    iou, in_crowd = _anchor_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
+    matched = _match_core(iou, high=high, low=low, allow_low_quality=allow_low_quality,
+                          tol=tol, xp=xp)
+    if in_crowd is not None:
+        not_positive = matched < _int_constant(xp, 0, matched)
+        matched = xp.where(not_positive & in_crowd, _int_constant(xp, IGNORE, matched),
+                           matched)
+    return matched
+
+
+# --------------------------------------------------------------------------- public
+
+
+def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
+          allow_low_quality_matches: bool = True, tie_tolerance: float = 0.0,
+          gt_valid: Any = None) -> Any:
+    """Match anchors to ground truths from a precomputed quality (IoU) matrix.
+
+    For anchor ``a`` with best quality ``q* = max_g q[a, g]`` at ``g* = argmax_g q[a, g]``
+    (ties → lowest ``g``):
+
+    .. math::
+
+        m_a = \\begin{cases} g^* & q^* \\ge \\text{high} \\\\
+              \\text{IGNORE} = -2 & \\text{low} \\le q^* < \\text{high} \\\\
+              \\text{BACKGROUND} = -1 & q^* < \\text{low} \\end{cases}
+
+    With ``allow_low_quality_matches`` (torchvision's rule), every gt ``g`` whose best
+    quality over anchors ``b_g = max_a q[a, g]`` is ``> 0`` also makes positive each anchor
+    with ``q[a, g] >= b_g - tie_tolerance`` (and ``q[a, g] > 0``); such an anchor takes its
+    own best gt ``g*``. A gt that overlaps no anchor (``b_g = 0``) claims nothing.
+
+    Args:
+        quality: ``(..., A, G)`` real floating matrix, usually IoU in [0, 1].
+        high: positive threshold (``IoU >= high``), in [0, 1]. RetinaNet 0.5, RPN 0.7.
+        low: background threshold (``IoU < low``), in [0, high]. RetinaNet 0.4, RPN 0.3.
+        allow_low_quality_matches: apply the low-quality rule above.
+        tie_tolerance: absolute tolerance (>= 0) widening the low-quality ties; 0 = exact.
+        gt_valid: optional ``(..., G)`` boolean; False columns (padding) never match.
+
+    Returns:
+        ``(..., A)`` integer array of the library's default index dtype (int64; int32 on
+        JAX without x64): matched gt index, ``BACKGROUND`` or ``IGNORE``. With no (valid)
+        gts every anchor is ``BACKGROUND``.
+
+    Raises:
+        ValueError: thresholds outside [0, 1] or ``low > high``, quality not 2-D or more,
+            gt_valid of the wrong shape.
+        TypeError: non-floating quality, non-boolean gt_valid, mixed libraries.
+
+    Example:
+        >>> import numpy as np
+        >>> iou = np.asarray([[0.6, 0.1], [0.45, 0.2], [0.1, 0.3], [0.0, 0.0]])
+        >>> match(iou, allow_low_quality_matches=False)
+        array([ 0, -2, -1, -1])
+        >>> match(iou)  # gt 1's best anchor (IoU 0.3) is claimed as a low-quality match
+        array([ 0, -2,  1, -1])
+    """
+    xp = namespace(quality=quality, gt_valid=gt_valid)
+    high, low, tol = _check_options(high, low, tie_tolerance)
+    check_floating(xp, quality, "quality")
+    if quality.ndim < 2:
+        raise ValueError(f"quality must have shape (..., A, G), got {tuple(quality.shape)}")
+    q = _prepare_quality(xp, quality)
+    valid = _check_mask(xp, gt_valid, "gt_valid", q.shape[:-2] + q.shape[-1:],
+                        "quality.shape[:-2] + quality.shape[-1:]")
+    if valid is not None:
+        q = xp.where(valid[..., None, :], q, constant(xp, -math.inf, q))
+    return _match_core(q, high=high, low=low, allow_low_quality=allow_low_quality_matches,
+                       tol=tol, xp=xp)
+
+
+def _prepare_quality(xp: Any, quality: Any) -> Any:
+    dtype = compute_dtype(xp, quality.dtype)
+    return quality if dtype == quality.dtype else xp.astype(quality, dtype)
+
+
+def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
+                  gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
+                  allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
+                  tie_tolerance: float = 0.0) -> Any:
+    """Match anchors to ground-truth boxes by IoU, with padding and crowd regions.
+
+    The IoU matrix of anchors × real, non-crowd gts goes through :func:`match`'s rule
+    (``>= high`` positive, ``< low`` BACKGROUND, between IGNORE, low-quality matches).
+    Then every anchor that is not positive and lies mostly inside a crowd box,
+    ``max_{crowd g} |a ∩ g| / |a| >= crowd_ioa``, becomes IGNORE.
+
+    Args:
+        anchors: ``(..., A, 4)`` real floating ``xyxy`` anchors, e.g. shared ``(A, 4)``.
+        gt_boxes: ``(..., G, 4)`` ``xyxy`` ground truths, e.g. a padded ``(B, G, 4)``;
+            batch dimensions broadcast with the anchors'.
+        gt_valid: optional ``(..., G)`` boolean (``gt_boxes.shape[:-1]``); False marks
+            padding, which never matches and is not checked. Zero valid gts → all
+            BACKGROUND.
+        gt_crowd: optional ``(..., G)`` boolean ``iscrowd`` flags: crowd gts are never
+            matched; they only turn overlapping non-positive anchors into IGNORE.
+        high, low, allow_low_quality_matches, tie_tolerance: as in :func:`match`.
+        crowd_ioa: IoA threshold in (0, 1] for the crowd rule.
+
+    Returns:
+        ``(broadcast batch..., A)`` integer array (default index dtype): matched gt index,
+        ``BACKGROUND`` (-1) or ``IGNORE`` (-2).
+
+    Raises:
+        ValueError: last dimension not 4, batch shapes that do not broadcast, bad
+            thresholds, masks of the wrong shape; on eager backends a non-finite or
+            inverted box (x2 < x1 or y2 < y1), naming its index.
+        TypeError: non-floating boxes, non-boolean masks, arrays from different libraries.
+
+    Example:
+        >>> import numpy as np
+        >>> anchors = np.asarray([[0., 0., 10., 10.], [0., 0., 10., 5.], [20., 20., 30., 30.]])
+        >>> gts = np.asarray([[[0., 0., 10., 10.]], [[0., 0., 0., 0.]]])  # 2 images
+        >>> match_anchors(anchors, gts, gt_valid=np.asarray([[True], [False]]))
+        array([[ 0,  0, -1],
+               [-1, -1, -1]])
+    """
+    xp = namespace(anchors=anchors, gt_boxes=gt_boxes, gt_valid=gt_valid, gt_crowd=gt_crowd)
+    high, low, tol = _check_options(high, low, tie_tolerance)
+    crowd_ioa = check_number("crowd_ioa", crowd_ioa, low=0.0, high=1.0, low_open=True)
+    anchors, gts, valid, crowd = _prepare_match_inputs(anchors, gt_boxes, gt_valid, gt_crowd,
+                                                       xp)
+    return _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
+                               allow_low_quality=allow_low_quality_matches,
+                               crowd_ioa=crowd_ioa, tol=tol, xp=xp)
+
+
+def _encode_unchecked(anchors: Any, boxes: Any, weights: tuple[float, ...], xp: Any) -> Any:
+    acx, acy, aw, ah = _centers(anchors, xp)
+    cx, cy, w, h = _centers(boxes, xp)
+    wx, wy, ww, wh = (constant(xp, v, anchors) for v in weights)
+    return xp.stack((wx * (cx - acx) / aw, wy * (cy - acy) / ah,
+                     ww * xp.log(w / aw), wh * xp.log(h / ah)), axis=-1)
+
+
+def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: Any = None,
+                   gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
+                   allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
+                   tie_tolerance: float = 0.0,
+                   weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+                   num_classes: int | None = None) -> tuple[Any, Any, Any]:
+    """Per-anchor classification and box-regression targets from matched ground truths.
+
+    ``matched = match_anchors(...)``; then for each anchor
+
+    .. math::
+
+        \\text{label}_a = \\begin{cases} \\text{gt\\_labels}[m_a] & m_a \\ge 0 \\\\
+              m_a \\ (\\text{BACKGROUND or IGNORE}) & \\text{otherwise} \\end{cases}
+        \\qquad
+        t_a = \\begin{cases} \\mathrm{encode}(a, \\text{gt\\_boxes}[m_a]) & m_a \\ge 0 \\\\
+              0 & \\text{otherwise} \\end{cases}
+
+    Feed ``one_hot(labels, C)`` to the sigmoid focal loss with
+    ``weights = labels != IGNORE``, or ``labels + 1`` (background class 0, IGNORE → -1
+    ignored) to the softmax loss.
+
+    Args:
+        anchors: ``(..., A, 4)`` ``xyxy`` anchors.
+        gt_boxes: ``(..., G, 4)`` ``xyxy`` ground truths (batch dims broadcast).
+        gt_labels: ``(..., G)`` integer classes (``gt_boxes.shape[:-1]``), ``>= 0`` for
+            real gts (padding may hold anything).
+        gt_valid, gt_crowd, high, low, allow_low_quality_matches, crowd_ioa,
+            tie_tolerance: as in :func:`match_anchors`.
+        weights: box-coder weights, as in :func:`focal_array.boxes.encode`.
+        num_classes: when given, real gts' labels must be below it (checked eagerly).
+
+    Returns:
+        ``(labels, box_targets, matched)``: ``(batch..., A)`` labels in ``gt_labels``'
+        dtype (the index dtype if that is unsigned); ``(batch..., A, 4)`` deltas in the
+        boxes' dtype (float32 for half), zero where not positive; ``(batch..., A)``
+        matched gt indices as :func:`match_anchors` returns them.
+
+    Raises:
+        ValueError, TypeError: as :func:`match_anchors`; non-integer ``gt_labels``;
+            on eager backends a real gt's label < 0 or >= ``num_classes``.
+
+    Example:
+        >>> import numpy as np
+        >>> anchors = np.asarray([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+        >>> labels, targets, matched = assign_targets(
+        ...     anchors, np.asarray([[1., 0., 11., 10.]]), np.asarray([7]))
+        >>> labels, matched
+        (array([ 7, -1]), array([ 0, -1]))
+    """
+    xp = namespace(anchors=anchors, gt_boxes=gt_boxes, gt_labels=gt_labels, gt_valid=gt_valid,
+                   gt_crowd=gt_crowd)
+    high, low, tol = _check_options(high, low, tie_tolerance)
+    crowd_ioa = check_number("crowd_ioa", crowd_ioa, low=0.0, high=1.0, low_open=True)
+    coder_weights = _check_weights(weights)
+    if num_classes is not None and (isinstance(num_classes, bool)
+                                    or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    check_integer(xp, gt_labels, "gt_labels")
+    anchors, gts, valid, crowd = _prepare_match_inputs(anchors, gt_boxes, gt_valid, gt_crowd,
+                                                       xp)
+    check_same_shape("gt_boxes.shape[:-1]", gts.shape[:-1], "gt_labels", gt_labels.shape)
+    _check_labels(xp, gt_labels, valid, num_classes)
+
+    matched = _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
+                                  allow_low_quality=allow_low_quality_matches,
+                                  crowd_ioa=crowd_ioa, tol=tol, xp=xp)
+    label_dtype = gt_labels.dtype
+    if xp.isdtype(label_dtype, "unsigned integer"):
+        label_dtype = matched.dtype
+    batch, n_anchors, n_gts = matched.shape[:-1], matched.shape[-1], gts.shape[-2]
+    zero_f = constant(xp, 0.0, anchors)
+    if n_gts == 0:
+        targets = xp.zeros((*batch, n_anchors, 4), dtype=anchors.dtype,
+                           device=device_of(anchors))
+        return xp.astype(matched, label_dtype), targets, matched
+
+    positive = matched >= _int_constant(xp, 0, matched)
+    index = xp.where(positive, matched, _int_constant(xp, 0, matched))
+    n = math.prod(batch)
+    flat_boxes = xp.reshape(xp.broadcast_to(gts, (*batch, n_gts, 4)), (n * n_gts, 4))
+    flat_labels = xp.reshape(xp.broadcast_to(gt_labels, (*batch, n_gts)), (n * n_gts,))
+    offsets = xp.reshape(xp.arange(n, dtype=index.dtype, device=device_of(index)), (n, 1))
+    flat_index = xp.reshape(xp.reshape(index, (n, n_anchors)) + offsets * n_gts, (-1,))
+    matched_boxes = xp.reshape(xp.take(flat_boxes, flat_index, axis=0),
+                               (*batch, n_anchors, 4))
+    matched_labels = xp.reshape(xp.take(flat_labels, flat_index, axis=0), (*batch, n_anchors))
+    labels = xp.where(positive, xp.astype(matched_labels, label_dtype),
+                      xp.astype(matched, label_dtype))
+
+    # encode only well-posed pairs; others get unit boxes (deltas exactly 0), so no
+    # division by zero or log(0) happens even for degenerate non-positive anchors
+    anchors_b = xp.broadcast_to(anchors, (*batch, n_anchors, 4))
+    ax1, ay1, ax2, ay2 = _coords(anchors_b)
+    gx1, gy1, gx2, gy2 = _coords(matched_boxes)
+    usable = positive & (ax2 > ax1) & (ay2 > ay1) & (gx2 > gx1) & (gy2 > gy1)
+    unit = xp.asarray([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=device_of(anchors))
+    deltas = _encode_unchecked(xp.where(usable[..., None], anchors_b, unit),
+                               xp.where(usable[..., None], matched_boxes, unit),
+                               coder_weights, xp)
+    targets = xp.where(positive[..., None], deltas, zero_f)
+    return labels, targets, matched
+
+
+def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.0,
+                         min_negatives: int = 0) -> Any:
+    """Select all positives and the hardest negatives per image (SSD's 3:1 rule).
+
+    Per image (the last axis holds its anchors): ``P`` = number of positives
+    (``labels >= 0``), ``N`` = number of negatives (``labels == BACKGROUND``); keep the
+
+    .. math::
+
+        k = \\min\\bigl(N, \\max(\\lfloor \\text{neg\\_pos\\_ratio} \\cdot P \\rfloor,
+        \\text{min\\_negatives})\\bigr)
+
+    negatives with the highest ``loss`` (ties → lowest anchor index). IGNORE anchors are
+    never selected. Sort-based with static shapes: jittable.
+
+    Args:
+        loss: ``(..., A)`` real floating per-anchor loss (e.g. the background loss).
+        labels: ``(..., A)`` integer labels or matched indices: ``>= 0`` positive,
+            ``BACKGROUND`` (-1) negative, ``IGNORE`` (-2) ignored.
+        neg_pos_ratio: negatives kept per positive (>= 0); SSD uses 3.
+        min_negatives: negatives kept per image even without positives (>= 0), as in
+            the TensorFlow Object Detection API's ``min_negatives_per_image``.
+
+    Returns:
+        ``(..., A)`` boolean mask of the anchors to train on (positives | chosen negatives).
+
+    Raises:
+        ValueError: shapes differ, or bad options. TypeError: wrong dtypes, mixed libraries.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = np.asarray([0.1, 0.9, 0.5, 0.7, 0.2, 0.3])
+        >>> labels = np.asarray([3, -1, -1, -2, -1, -1])
+        >>> hard_negative_mining(loss, labels, neg_pos_ratio=2.0)
+        array([ True,  True,  True, False, False, False])
+    """
+    xp = namespace(loss=loss, labels=labels)
+    ratio = check_number("neg_pos_ratio", neg_pos_ratio, low=0.0)
+    if isinstance(min_negatives, bool) or not isinstance(min_negatives, numbers.Integral) \
+            or min_negatives < 0:
+        raise ValueError(f"min_negatives must be a non-negative integer, got {min_negatives!r}")
+    check_floating(xp, loss, "loss")
+    check_integer(xp, labels, "labels")
+    if loss.ndim < 1:
+        raise ValueError("loss must have shape (..., A) with anchors on the last axis")
+    check_same_shape("loss", loss.shape, "labels", labels.shape)
+    if loss.shape[-1] == 0:
+        return xp.zeros(loss.shape, dtype=xp.bool, device=device_of(loss))
+    zero = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
+    positive = labels >= zero
+    negative = labels == xp.asarray(BACKGROUND, dtype=labels.dtype, device=device_of(labels))
+    score = xp.where(negative, loss, constant(xp, -math.inf, loss))
+    order = xp.argsort(score, axis=-1, descending=True, stable=True)
+    rank = xp.argsort(order, axis=-1)  # inverse permutation: each anchor's place in order
+    fdtype = xp.float32 if loss.dtype != xp.float64 else xp.float64
+    n_pos = xp.sum(xp.astype(positive, fdtype), axis=-1, keepdims=True)
+    k = xp.floor(n_pos * xp.asarray(ratio, dtype=fdtype, device=device_of(loss)))
+    k = xp.maximum(k, xp.asarray(float(min_negatives), dtype=fdtype, device=device_of(loss)))
+    keep = negative & (xp.astype(rank, fdtype) < k)
+    return positive | keep
