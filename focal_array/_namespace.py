@@ -23,6 +23,7 @@ __all__ = [
     "is_tracing",
     "library_name",
     "namespace",
+    "stop_gradient",
 ]
 
 
@@ -127,13 +128,26 @@ def device_of(x: Any) -> Any:
 
 def compute_dtype(xp: Any, dtype: Any) -> Any:
     """The floating dtype losses are computed in: float16/bfloat16 are upcast to float32."""
-    half = [xp.float16]
-    bf16 = getattr(xp, "bfloat16", None)
-    if bf16 is not None:
-        half.append(bf16)
-    if any(dtype == h for h in half):
+    half = [getattr(xp, name, None) for name in ("float16", "bfloat16")]
+    if any(h is not None and dtype == h for h in half):
         return xp.float32
     return dtype
+
+
+def stop_gradient(xp: Any, x: Any) -> Any:
+    """``x`` with no gradient flowing back through it (identity without autodiff).
+
+    Used for quantities the result is mathematically invariant to, such as the max shift
+    of a softmax: letting autodiff differentiate them adds terms that cancel exactly in
+    theory and leave rounding noise in practice.
+    """
+    if is_jax(xp):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    if is_torch(xp):
+        return x.detach()
+    return x
 
 
 def constant(xp: Any, value: float, like: Any) -> Any:

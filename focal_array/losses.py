@@ -32,7 +32,7 @@ from typing import Any
 import array_api_compat
 
 from . import _validate as v
-from ._namespace import compute_dtype, constant, device_of, namespace
+from ._namespace import compute_dtype, constant, device_of, namespace, stop_gradient
 from ._stable import exp_neg_abs, one_hot_mask, sigmoid_pair, softplus_pair
 
 __all__ = [
@@ -159,13 +159,13 @@ def _modulating(q: Array, gamma: float, *, xp: Any) -> Array | None:
     # pow's derivative γ·q^(γ−1) is infinite at q = 0 for γ < 1; flooring the base at the
     # smallest normal number keeps it finite, and where the floor acts the exact factor
     # (and the loss and gradient it multiplies) is itself below that number
-    tiny = constant(xp, xp.finfo(q.dtype).tiny, q)
+    tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
     return xp.pow(xp.maximum(q, tiny), constant(xp, gamma, q))
 
 
 def _safe_log(p: Array, *, xp: Any) -> Array:
     """log(max(p, tiny)): a probability of exactly 0 gives −log(tiny), not −inf."""
-    return xp.log(xp.maximum(p, constant(xp, xp.finfo(p.dtype).tiny, p)))
+    return xp.log(xp.maximum(p, constant(xp, xp.finfo(p.dtype).smallest_normal, p)))
 
 
 # --------------------------------------------------------------------------- sigmoid
@@ -415,19 +415,39 @@ def _expand_class_vector(vec: Array, ndim: int, axis: int, *, xp: Any) -> Array:
     return xp.reshape(vec, tuple(shape))
 
 
+def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
+    """(z, e^z) with z = x − max(x): e^z corrected for the rounding of the subtraction.
+
+    x_j − m is rounded to half an ulp of the result (3.8e-6 absolute near 70 in float32),
+    which e^z would turn into that much relative error. The rounding error is recovered
+    exactly (Knuth's two-sum) and applied to first order, e^z·(1 + err); its derivative
+    is exactly zero, so gradients are unchanged.
+    """
+    # the loss is invariant to the shift; its gradient path would only add rounding noise
+    m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
+    z = x - m
+    back = z - x
+    err = (x - (z - back)) - (m + back)
+    return z, xp.exp(z) * (1.0 + err)
+
+
 def _softmax_hard(x: Array, mask: Array, axis: int, alpha_vec: Array | None, gamma: float,
                   from_logits: bool, *, xp: Any) -> Array:
     """−α_t (1 − p_t)^γ log p_t for integer labels (mask: one-hot along ``axis``)."""
     zero = constant(xp, 0.0, x)
     if from_logits:
-        z = x - xp.max(x, axis=axis, keepdims=True)
-        e = xp.exp(z)
+        z, e = _shifted_exp(x, axis, xp=xp)
         z_t = xp.sum(xp.where(mask, z, zero), axis=axis)
+        e_t = xp.sum(xp.where(mask, e, zero), axis=axis)
         # mass of the other classes, summed apart so 1 − p_t keeps its relative accuracy
         others = xp.sum(xp.where(mask, zero, e), axis=axis)
-        # log Σ e = log1p(e_t − 1 + others): exact when the labelled class is the maximum
-        log_pt = z_t - xp.log1p(xp.expm1(z_t) + others)
-        q = others / (xp.exp(z_t) + others)
+        total = e_t + others
+        # −log p_t two ways, each free of cancellation in value and derivative where used:
+        # log1p(others / e_t) while p_t ≥ 1/2, log(e_t + others) − z_t below
+        likely = e_t >= others
+        ratio = others / xp.where(likely, e_t, constant(xp, 1.0, e_t))
+        log_pt = -xp.where(likely, xp.log1p(ratio), xp.log(total) - z_t)
+        q = xp.where(likely, others / total, 1.0 - e_t / total)
     else:
         p_t = xp.sum(xp.where(mask, x, zero), axis=axis)
         q = xp.sum(xp.where(mask, zero, x), axis=axis)
@@ -447,8 +467,7 @@ def _softmax_smoothed(x: Array, mask: Array, axis: int, alpha_vec: Array | None,
     zero = constant(xp, 0.0, x)
     num_classes = x.shape[axis]
     if from_logits:
-        z = x - xp.max(x, axis=axis, keepdims=True)
-        e = xp.exp(z)
+        z, e = _shifted_exp(x, axis, xp=xp)
         # the (first) arg-max class is the one whose log p and 1 − p would cancel
         top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
         rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)

@@ -39,7 +39,8 @@ def assert_close(actual, expected, xp, *, dtype=None, rtol=1e-6, atol=0.0, shape
     ``dtype`` is a dtype name ("float32"); when given, the result must have it in ``xp``.
     """
     got_ns = array_api_compat.array_namespace(actual)
-    assert library(got_ns) == library(xp), f"result is a {library(got_ns)} array, not {library(xp)}"
+    got, want = library(got_ns), library(xp)
+    assert got == want, f"result is a {got} array, not {want}"
     if dtype is not None:
         assert actual.dtype == getattr(xp, dtype), f"dtype {actual.dtype} != {dtype}"
     expected = np.asarray(expected, dtype=np.float64)
@@ -47,3 +48,25 @@ def assert_close(actual, expected, xp, *, dtype=None, rtol=1e-6, atol=0.0, shape
     assert tuple(actual.shape) == want_shape, f"shape {tuple(actual.shape)} != {want_shape}"
     got = to_numpy(actual).astype(np.float64)
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+def has_autodiff(xp) -> bool:
+    """True for the backends with automatic differentiation (jax, torch)."""
+    return library(xp) in ("jax", "torch")
+
+
+def value_and_grad(xp, f, x):
+    """(f(x), d Σ f(x) / dx) on an autodiff backend; f maps an array to an array."""
+    lib = library(xp)
+    if lib == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        out = f(x)
+        return out, jax.grad(lambda z: jnp.sum(f(z)))(x)
+    if lib == "torch":
+        x = x.detach().clone().requires_grad_(True)
+        out = f(x)
+        (g,) = __import__("torch").autograd.grad(out.sum(), x)
+        return out.detach(), g
+    raise ValueError(f"{lib} has no autodiff")
