@@ -20,7 +20,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from ._namespace import compute_dtype, constant, namespace
+from ._namespace import compute_dtype, constant, is_tracing, namespace
 from ._validate import check_choice, check_floating, eager_check
 
 __all__ = [
@@ -97,7 +97,10 @@ def _first_bad_box(xp: Any, boxes: Any, valid: Any) -> tuple[tuple[int, ...], st
     bad = nonfinite | (x2 < x1) | (y2 < y1)
     if valid is not None:
         bad = bad & valid
-    if not bool(xp.any(bad)):
+    anything = xp.any(bad)
+    # a concrete array used inside a trace (e.g. anchors closed over by a jitted function)
+    # still yields abstract results: the check is skipped then
+    if is_tracing(anything) or not bool(anything):
         return None
     flat = xp.reshape(xp.astype(bad, xp.int8), (-1,))
     i = int(xp.argmax(flat))

@@ -30,6 +30,7 @@ from ._namespace import (
     is_numpy,
     is_strict,
     is_torch,
+    is_tracing,
     namespace,
 )
 from ._validate import check_floating, check_integer, check_number, check_same_shape, eager_check
@@ -117,8 +118,12 @@ def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> 
                     "ground-truth boxes must be >= 0 (mark padding with gt_valid)")
         return f"gt_labels[{where}] = {value} is not below num_classes={num_classes}"
 
+    def any_bad() -> Any:
+        anything = xp.any(bad)
+        return False if is_tracing(anything) else anything  # concrete input inside a trace
+
     arrays = [labels] if valid is None else [labels, valid]
-    eager_check(arrays, lambda: xp.any(bad), message)
+    eager_check(arrays, any_bad, message)
 
 
 def _index_dtype(xp: Any, like: Any) -> Any:

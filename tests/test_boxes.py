@@ -13,7 +13,7 @@ from focal_array import boxes as fb
 from tests import reference_matcher as ref
 from tests.helpers import asarray, assert_close, has_autodiff, library, to_numpy, value_and_grad
 
-SETTINGS = settings(max_examples=15, deadline=None,
+SETTINGS = settings(max_examples=10, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
