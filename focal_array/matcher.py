@@ -17,16 +17,18 @@ so the peak is about three float matrices of ``(..., A, G)`` — never int64 cop
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._namespace import (
     compute_dtype,
     constant,
     device_of,
+    is_jax,
     is_numpy,
     is_strict,
     is_torch,
@@ -132,6 +134,28 @@ def _index_dtype(xp: Any, like: Any) -> Any:
 
 def _int_constant(xp: Any, value: int, like: Any) -> Any:
     return xp.asarray(value, dtype=like.dtype, device=device_of(like))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@functools.lru_cache(maxsize=128)
+def _jax_compiled(kernel: Callable[..., Any], static: tuple[tuple[str, Any], ...]) -> Any:
+    import jax
+
+    return jax.jit(functools.partial(kernel, **dict(static)))
+
+
+def _run(kernel: Callable[..., Any], xp: Any, *arrays: Any, **static: Any) -> Any:
+    """Run a pure ``xp`` kernel on already validated arrays.
+
+    On JAX the kernel runs as one ``jax.jit`` computation (options static): eager JAX would
+    otherwise compile and dispatch each of its ~100 operations separately. Inside an outer
+    ``jit``/``vmap`` trace the inner ``jit`` is simply inlined.
+    """
+    if is_jax(xp):
+        return _jax_compiled(kernel, tuple(sorted({**static, "xp": xp}.items())))(*arrays)
+    return kernel(*arrays, xp=xp, **static)
 
 
 # --------------------------------------------------------------------------- core
@@ -313,10 +337,16 @@ def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
     q = _prepare_quality(xp, quality)
     valid = _check_mask(xp, gt_valid, "gt_valid", q.shape[:-2] + q.shape[-1:],
                         "quality.shape[:-2] + quality.shape[-1:]")
+    return _run(_match_quality_impl, xp, q, valid, high=high, low=low,
+                allow_low_quality=allow_low_quality_matches, tol=tol)
+
+
+def _match_quality_impl(q: Any, valid: Any, *, high: float, low: float,
+                        allow_low_quality: bool, tol: float, xp: Any) -> Any:
     if valid is not None:
         q = xp.where(valid[..., None, :], q, constant(xp, -math.inf, q))
-    return _match_core(q, high=high, low=low, allow_low_quality=allow_low_quality_matches,
-                       tol=tol, xp=xp)
+    return _match_core(q, high=high, low=low, allow_low_quality=allow_low_quality, tol=tol,
+                       xp=xp)
 
 
 def _prepare_quality(xp: Any, quality: Any) -> Any:
@@ -370,9 +400,8 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
     crowd_ioa = check_number("crowd_ioa", crowd_ioa, low=0.0, high=1.0, low_open=True)
     anchors, gts, valid, crowd = _prepare_match_inputs(anchors, gt_boxes, gt_valid, gt_crowd,
                                                        xp)
-    return _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
-                               allow_low_quality=allow_low_quality_matches,
-                               crowd_ioa=crowd_ioa, tol=tol, xp=xp)
+    return _run(_match_anchors_impl, xp, anchors, gts, valid, crowd, high=high, low=low,
+                allow_low_quality=allow_low_quality_matches, crowd_ioa=crowd_ioa, tol=tol)
 
 
 def _encode_unchecked(anchors: Any, boxes: Any, weights: tuple[float, ...], xp: Any) -> Any:
@@ -448,9 +477,17 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
     check_same_shape("gt_boxes.shape[:-1]", gts.shape[:-1], "gt_labels", gt_labels.shape)
     _check_labels(xp, gt_labels, valid, num_classes)
 
+    return _run(_assign_impl, xp, anchors, gts, gt_labels, valid, crowd, high=high, low=low,
+                allow_low_quality=allow_low_quality_matches, crowd_ioa=crowd_ioa, tol=tol,
+                weights=coder_weights)
+
+
+def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any, *,
+                 high: float, low: float, allow_low_quality: bool, crowd_ioa: float,
+                 tol: float, weights: tuple[float, ...], xp: Any) -> tuple[Any, Any, Any]:
     matched = _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
-                                  allow_low_quality=allow_low_quality_matches,
-                                  crowd_ioa=crowd_ioa, tol=tol, xp=xp)
+                                  allow_low_quality=allow_low_quality, crowd_ioa=crowd_ioa,
+                                  tol=tol, xp=xp)
     label_dtype = gt_labels.dtype
     if xp.isdtype(label_dtype, "unsigned integer"):
         label_dtype = matched.dtype
@@ -483,7 +520,7 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
     unit = xp.asarray([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=device_of(anchors))
     deltas = _encode_unchecked(xp.where(usable[..., None], anchors_b, unit),
                                xp.where(usable[..., None], matched_boxes, unit),
-                               coder_weights, xp)
+                               weights, xp)
     targets = xp.where(positive[..., None], deltas, zero_f)
     return labels, targets, matched
 
@@ -536,6 +573,10 @@ def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.
     check_same_shape("loss", loss.shape, "labels", labels.shape)
     if loss.shape[-1] == 0:
         return xp.zeros(loss.shape, dtype=xp.bool, device=device_of(loss))
+    return _run(_mine_impl, xp, loss, labels, ratio=ratio, min_negatives=int(min_negatives))
+
+
+def _mine_impl(loss: Any, labels: Any, *, ratio: float, min_negatives: int, xp: Any) -> Any:
     zero = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
     positive = labels >= zero
     negative = labels == xp.asarray(BACKGROUND, dtype=labels.dtype, device=device_of(labels))
