@@ -471,8 +471,10 @@ def _softmax_smoothed(x: Array, mask: Array, axis: int, alpha_vec: Array | None,
         # the (first) arg-max class is the one whose log p and 1 − p would cancel
         top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
         rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
-        log_p = z - xp.log1p(rest)
-        q = xp.where(top, rest / (1.0 + rest), -xp.expm1(log_p))
+        # z_top is 0 in value, but carries the derivative of the shift-free e_top
+        z_top = xp.sum(xp.where(top, z, zero), axis=axis, keepdims=True)
+        log_p = z - xp.log1p(xp.expm1(z_top) + rest)
+        q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(log_p))
     else:
         log_p = _safe_log(x, xp=xp)
         q = 1.0 - x
