@@ -6,7 +6,6 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-
 # XLA flushes subnormal products to zero; weights far from that range keep backends exact
 WEIGHT = st.one_of(st.just(0.0), st.floats(1e-3, 3))
 
