@@ -5,6 +5,8 @@ API standard so the same functions run on NumPy, JAX and PyTorch arrays, returni
 the caller's own library, dtype and device.
 """
 
+from . import anchors, boxes, coco, detection, matcher
+from .detection import dense_detection_loss
 from .losses import (
     binary_cross_entropy,
     one_hot,
@@ -12,19 +14,21 @@ from .losses import (
     softmax_cross_entropy,
     softmax_focal_loss,
 )
+from .matcher import BACKGROUND, IGNORE
 
 __version__ = "0.1.0"
-
-#: Matcher label of an anchor assigned to background (IoU below the low threshold).
-BACKGROUND = -1
-#: Matcher label of an anchor in the ignore band (left out of the loss).
-IGNORE = -2
 
 __all__ = [
     "BACKGROUND",
     "IGNORE",
     "__version__",
+    "anchors",
     "binary_cross_entropy",
+    "boxes",
+    "coco",
+    "dense_detection_loss",
+    "detection",
+    "matcher",
     "one_hot",
     "sigmoid_focal_loss",
     "softmax_cross_entropy",

@@ -197,11 +197,15 @@ def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: 
 
     dtype = compute_dtype(xp, logits.dtype)
     x = xp.astype(logits, dtype)
-    y = xp.astype(targets, dtype)
-    if label_smoothing:
-        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma, from_logits=from_logits,
-                                xp=xp)
+    if xp.isdtype(targets.dtype, "bool") and from_logits and not label_smoothing:
+        # 0/1 targets known from the dtype: select the terms instead of blending them
+        loss = sigmoid_hard_elementwise(x, targets, alpha=alpha, gamma=gamma, xp=xp)
+    else:
+        y = xp.astype(targets, dtype)
+        if label_smoothing:
+            y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+        loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma, from_logits=from_logits,
+                                    xp=xp)
     return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                    valid=None, xp=xp)
 
@@ -224,6 +228,26 @@ def _sigmoid_elementwise(x: Array, y: Array, *, alpha: float | None, gamma: floa
         loss = _modulating(q, gamma, xp=xp) * loss
     if alpha is not None:
         loss = (alpha * y + (1.0 - alpha) * hard_neg) * loss
+    return loss
+
+
+def sigmoid_hard_elementwise(x: Array, positive: Array, *, alpha: float | None,
+                             gamma: float, xp: Any) -> Array:
+    """Elementwise sigmoid focal loss for boolean targets, from logits (compute dtype).
+
+    The same numbers as the soft-target form at y ∈ {0, 1}, with each term selected by
+    ``positive`` rather than multiplied by y and 1 − y: fewer operations, and it takes a
+    boolean mask (e.g. ``arange(C) == labels[..., None]``) so no float target tensor is
+    ever formed. Shared with :mod:`focal_array.detection`.
+    """
+    nonneg, e = exp_neg_abs(x, xp=xp)
+    sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
+    loss = xp.where(positive, sp_neg, sp_pos)
+    if gamma:
+        p, one_minus_p = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp)
+        loss = _modulating(xp.where(positive, one_minus_p, p), gamma, xp=xp) * loss
+    if alpha is not None:
+        loss = xp.where(positive, constant(xp, alpha, x), constant(xp, 1.0 - alpha, x)) * loss
     return loss
 
 
