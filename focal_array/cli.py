@@ -11,7 +11,8 @@ negatives carry under cross-entropy and under focal loss. Without a path it runs
 sample shipped in the package. ``docs/cli.md`` explains every line and the ``--json`` schema.
 
 Exit codes: 0 success, 2 bad input (missing file, invalid JSON, malformed COCO, bad option
-value, backend or matplotlib not installed), 130 interrupted.
+value, backend or matplotlib not installed), 1 stdout closed early (``| head``),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -544,8 +546,9 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     line("dropped degenerate boxes", f"{d['count']}" + _ids(d["annotation_ids"]))
     lq = "low-quality matches on" if r["allow_low_quality_matches"] else "no low-quality"
     line("matching", f"IoU >= {_fmt(r['high'])} positive, < {_fmt(r['low'])} negative, "
-                     f"between ignored; {lq}; inside crowd (IoA >= {_fmt(r['crowd_ioa'])}) "
-                     f"ignored; backend {r['backend']}")
+                     f"between ignored; {lq}")
+    line("", f"inside a crowd region (IoA >= {_fmt(r['crowd_ioa'])}) ignored; "
+             f"backend {r['backend']}")
     if r["image_size"] is None:
         line("input size", "each image's own size")
     else:
@@ -740,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 on success, 2 on bad input (with a one-line ``focal-array: error: ...`` on
-        stderr), 130 when interrupted; ``--help`` and ``--version`` return 0.
+        stderr), 1 when stdout is closed early (``| head``), 130 when interrupted;
+        ``--help`` and ``--version`` return 0.
     """
     parser = build_parser()
     try:
@@ -748,6 +752,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args, sys.stdout))
     except SystemExit as exc:  # argparse's --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BrokenPipeError:
+        # the reader went away (``| head``): not an error worth a message; point stdout at
+        # devnull so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (UsageError, coco.CocoFormatError, OSError) as exc:
         # FileNotFoundError, IsADirectoryError, PermissionError are OSErrors; the message
         # already names the file, so a traceback would add nothing for the user

@@ -466,3 +466,21 @@ def test_progress_is_silent_off_a_terminal() -> None:
     bar.update(1000)
     bar.close()
     assert not bar.enabled and stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("images", [0, 1])
+def test_inspect_files_without_boxes(images: int, tmp_path: Path) -> None:
+    # nothing to match must still give a report, with null where a ratio is undefined
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 50, "height": 40}][:images],
+           "categories": [{"id": 1, "name": "thing"}], "annotations": []}
+    path = _write(tmp_path, "empty.json", json.dumps(doc))
+    proc = run("inspect", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["totals"]["positives"] == 0
+    assert r["totals"]["negatives"] == images * expected_anchor_count(40, 50)
+    assert r["negatives_per_positive"] is None
+    assert r["loss_at_init"]["fl"]["loss_per_positive"] is None
+    if images == 0:
+        assert r["per_image_percentiles"]["positives"] is None
+        assert r["loss_at_init"]["ce"]["negative_share"] is None
