@@ -535,6 +535,7 @@ def _ids(ids: Sequence[int], limit: int = 10) -> str:
 def print_report(r: dict[str, Any], out: TextIO) -> None:
     """The human-readable ``inspect`` report (see ``docs/cli.md`` for each line)."""
     def line(label: str, text: str) -> None:
+        """One report line: a fixed-width label column, then the value."""
         print(f"{label:<34}{text}", file=out)
 
     print(f"focal-array inspect: {r['source']}", file=out)
