@@ -75,9 +75,14 @@ def test_sigmoid_float32_matches_float64(xp, gamma, target):
     xs, ys = asarray(xp, x, "float32"), asarray(xp, y, "float32")
     loss = fa.sigmoid_focal_loss(xs, ys, gamma=gamma)
     assert_close(loss, want, xp, dtype="float32", rtol=2e-6, atol=TINY32)
+    # boolean targets take the select-not-blend path: identical numbers
+    yb = asarray(xp, y.astype(bool))
+    assert np.array_equal(to_numpy(fa.sigmoid_focal_loss(xs, yb, gamma=gamma)), to_numpy(loss))
     if has_autodiff(xp):
         _, grad = value_and_grad(xp, lambda z: fa.sigmoid_focal_loss(z, ys, gamma=gamma), xs)
         assert_close(grad, want_grad, xp, dtype="float32", rtol=2e-6, atol=TINY32)
+        _, grad_b = value_and_grad(xp, lambda z: fa.sigmoid_focal_loss(z, yb, gamma=gamma), xs)
+        assert_close(grad_b, want_grad, xp, dtype="float32", rtol=2e-6, atol=TINY32)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
