@@ -224,7 +224,8 @@ def _anchor_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: floa
     del w, h
     area_a = _area(anchors, xp)
     in_crowd = None
-    if crowd is not None:
+    # with no gts at all there is no crowd region (and max over an empty axis is undefined)
+    if crowd is not None and gts.shape[-2] > 0:
         crowd_inter = xp.max(xp.where(crowd[..., None, :], inter, zero), axis=-1)
         ioa = _safe_divide(crowd_inter, area_a, xp)
         in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & (crowd_inter > zero)

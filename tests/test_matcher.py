@@ -137,6 +137,10 @@ def test_zero_gts_all_background(xp):
     check_ints(labels, [B, B, B], xp)
     assert_close(targets, np.zeros((3, 4)), xp, dtype="float32")
     assert tuple(fm.match_anchors(f32(xp, np.zeros((0, 4))), anchors).shape) == (0,)
+    # empty masks alongside zero gts (a padded batch of images without boxes)
+    empty = asarray(xp, np.zeros((2, 0), dtype=bool))
+    check_ints(fm.match_anchors(anchors, f32(xp, np.zeros((2, 0, 4))), gt_valid=empty,
+                                gt_crowd=empty), [[B, B, B]] * 2, xp)
 
 
 def test_crowd_regions(xp):
