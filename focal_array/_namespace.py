@@ -98,14 +98,13 @@ def is_strict(xp: Any) -> bool:
 def is_tracing(*arrays: Any) -> bool:
     """True when any array is abstract: a JAX tracer, or a tensor seen by a torch compiler
     or a functorch transform. Value checks (which read data) must be skipped then."""
-    if "jax" in sys.modules:
-        import jax
-
+    # look only at frameworks already imported (a None entry means "blocked": skip it)
+    jax = sys.modules.get("jax")
+    if jax is not None and hasattr(jax, "core"):
         if any(isinstance(a, jax.core.Tracer) for a in arrays):
             return True
-    if "torch" in sys.modules:
-        import torch
-
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "compiler"):
         if torch.compiler.is_compiling():
             return True
         tensors = [a for a in arrays if isinstance(a, torch.Tensor)]

@@ -70,3 +70,18 @@ def value_and_grad(xp, f, x):
         (g,) = __import__("torch").autograd.grad(out.sum(), x)
         return out.detach(), g
     raise ValueError(f"{lib} has no autodiff")
+
+
+def require(name: str):
+    """Import a backend module; skip if missing, but fail in CI where all must exist."""
+    import importlib
+    import os
+
+    import pytest
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} must be installed in CI")
+        pytest.skip(f"{name} not installed")

@@ -27,6 +27,7 @@ from focal_array.anchors import retinanet_anchors
 from focal_array.boxes import box_iou
 from focal_array.coco import load_sample
 from focal_array.matcher import match_anchors
+from tests.helpers import require
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +163,7 @@ def test_explain_plot_without_matplotlib(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_explain_plot_writes_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     out = tmp_path / "fl.png"
     proc = run("explain", "--plot", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -364,7 +365,7 @@ def test_inspect_thresholds_change_the_split() -> None:
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_inspect_backends_agree_with_numpy(backend: str,
                                            sample_json: dict[str, Any]) -> None:
-    pytest.importorskip(backend)
+    require(backend)
     proc = run("inspect", "--backend", backend, "--json")
     assert proc.returncode == 0, proc.stderr
     other = json.loads(proc.stdout)

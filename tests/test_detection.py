@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from focal_array.detection import dense_detection_loss
 from tests import reference as ref
 from tests import reference_matcher as rm
-from tests.helpers import asarray, assert_close, has_autodiff, library, to_numpy
+from tests.helpers import asarray, assert_close, has_autodiff, library, require, to_numpy
 
 C = 3  # foreground classes
 
@@ -235,18 +233,9 @@ def test_bad_input(xp):
                              gt_valid=val)
 
 
-def _require(name):
-    try:
-        return __import__(name)
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} must be installed in CI")
-        pytest.skip(f"{name} not installed")
-
-
 @pytest.mark.parametrize("loss", ["focal", "ce_hnm"])
 def test_jax_jit_grad(loss):
-    jax = _require("jax")
+    jax = require("jax")
     import jax.numpy as jnp
 
     classes = C + 1 if loss == "ce_hnm" else C
@@ -268,7 +257,7 @@ def test_jax_jit_grad(loss):
 
 @pytest.mark.parametrize("loss", ["focal", "softmax_focal"])
 def test_torch_compile_fullgraph(loss):
-    torch = _require("torch")
+    torch = require("torch")
     torch._dynamo.reset()
     classes = C + 1 if loss == "softmax_focal" else C
     logits, deltas, anchors = _inputs(7, classes)

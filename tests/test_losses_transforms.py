@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import focal_array as fa
-
-
-def _require(name):
-    try:
-        return __import__(name)
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} must be installed in CI")
-        pytest.skip(f"{name} not installed")
-
+from tests.helpers import require
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(0, 3, (4, 6, 5)).astype(np.float32)
@@ -47,7 +36,7 @@ CASES = [
 
 @pytest.mark.parametrize("name,fn", CASES, ids=[c[0] for c in CASES])
 def test_jax_jit_vmap_grad(name, fn):
-    jax = _require("jax")
+    jax = require("jax")
     import jax.numpy as jnp
 
     x, y, w, lab = (jnp.asarray(a) for a in (X, Y, W, LABELS))
@@ -66,7 +55,7 @@ def test_jax_jit_vmap_grad(name, fn):
 
 
 def test_jax_second_derivative_finite_moderate_logits():
-    jax = _require("jax")
+    jax = require("jax")
     import jax.numpy as jnp
 
     # second derivatives at saturated logits (|x| ≳ 40) may overflow for γ < 1: see docs
@@ -81,7 +70,7 @@ def test_jax_second_derivative_finite_moderate_logits():
 
 @pytest.mark.parametrize("name,fn", CASES, ids=[c[0] for c in CASES])
 def test_torch_compile_fullgraph(name, fn):
-    torch = _require("torch")
+    torch = require("torch")
     torch._dynamo.reset()
     x, y, w = (torch.from_numpy(a) for a in (X, Y, W))
     lab = torch.from_numpy(LABELS)

@@ -14,7 +14,7 @@ from focal_array import boxes as fb
 from focal_array import matcher as fm
 from focal_array.matcher import BACKGROUND, IGNORE
 from tests import reference_matcher as ref
-from tests.helpers import asarray, assert_close, library, to_numpy
+from tests.helpers import asarray, assert_close, library, require, to_numpy
 
 SETTINGS = settings(max_examples=6, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -349,7 +349,7 @@ def _jax_problem():
 
 
 def test_jax_jit_and_vmap_equal_python_loop():
-    jax = pytest.importorskip("jax")
+    jax = require("jax")
     import jax.numpy as jnp
 
     anchors, gts, valid, crowd, labels = (jnp.asarray(x) for x in _jax_problem())
@@ -376,7 +376,7 @@ def test_jax_jit_and_vmap_equal_python_loop():
 
 @COMPILE_WARNINGS
 def test_torch_compile_fullgraph():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     anchors, gts, valid, crowd, labels = (torch.asarray(x) for x in _jax_problem())
     anchors, gts = anchors.float(), gts.float()
     eager_m = fm.match_anchors(anchors, gts, gt_valid=valid, gt_crowd=crowd)
@@ -393,7 +393,7 @@ def test_torch_compile_fullgraph():
 
 
 def test_value_checks_skipped_under_jit():
-    jax = pytest.importorskip("jax")
+    jax = require("jax")
     import jax.numpy as jnp
 
     bad = jnp.asarray([[3.0, 0.0, 1.0, 1.0]])
