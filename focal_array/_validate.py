@@ -23,6 +23,7 @@ __all__ = [
     "check_number",
     "check_same_shape",
     "eager_check",
+    "first_true_index",
     "normalize_axis",
 ]
 
@@ -117,6 +118,20 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
     return int(axis) % ndim
+
+
+def first_true_index(xp: Any, mask: Any) -> tuple[int, ...]:
+    """The index (row-major) of the first True in a concrete boolean array, for messages.
+
+    Only for eager error reporting: it reads data. The caller knows some entry is True.
+    """
+    flat = xp.reshape(xp.astype(mask, xp.int8), (-1,))
+    i = int(xp.argmax(flat))
+    index = []
+    for size in reversed(mask.shape):
+        index.append(i % size)
+        i //= size
+    return tuple(reversed(index))
 
 
 def eager_check(arrays: Sequence[Any], bad: Callable[[], Any],

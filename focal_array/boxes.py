@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._namespace import compute_dtype, constant, is_tracing, namespace
-from ._validate import check_choice, check_floating, eager_check
+from ._validate import check_choice, check_floating, eager_check, first_true_index
 
 __all__ = [
     "DEFAULT_DECODE_CLAMP",
@@ -102,13 +102,7 @@ def _first_bad_box(xp: Any, boxes: Any, valid: Any) -> tuple[tuple[int, ...], st
     # still yields abstract results: the check is skipped then
     if is_tracing(anything) or not bool(anything):
         return None
-    flat = xp.reshape(xp.astype(bad, xp.int8), (-1,))
-    i = int(xp.argmax(flat))
-    index = []
-    for size in reversed(bad.shape):
-        index.append(i % size)
-        i //= size
-    index = tuple(reversed(index))
+    index = first_true_index(xp, bad)
     if bool(nonfinite[index]):
         reason = "a non-finite coordinate"
     elif bool(x2[index] < x1[index]):

@@ -35,7 +35,14 @@ from ._namespace import (
     is_tracing,
     namespace,
 )
-from ._validate import check_floating, check_integer, check_number, check_same_shape, eager_check
+from ._validate import (
+    check_floating,
+    check_integer,
+    check_number,
+    check_same_shape,
+    eager_check,
+    first_true_index,
+)
 from .boxes import (
     _area,
     _batch_shape,
@@ -106,13 +113,7 @@ def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> 
         bad = bad & valid
 
     def message() -> str:
-        flat = xp.reshape(xp.astype(bad, xp.int8), (-1,))
-        i = int(xp.argmax(flat))
-        index = []
-        for size in reversed(bad.shape):
-            index.append(i % size)
-            i //= size
-        index = tuple(reversed(index))
+        index = first_true_index(xp, bad)
         value = int(labels[index])
         where = ", ".join(map(str, index))
         if value < 0:
