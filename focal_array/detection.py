@@ -10,13 +10,20 @@ boolean class mask: no ``(B, A, C)`` float target tensor is ever formed.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
 
 from . import _validate as v
-from ._namespace import compute_dtype, constant, device_of, namespace, stop_gradient
+from ._namespace import (
+    compute_dtype,
+    constant,
+    device_of,
+    is_jax,
+    namespace,
+    stop_gradient,
+)
 from .boxes import decode
 from .losses import sigmoid_hard_elementwise, softmax_cross_entropy, softmax_focal_loss
 from .matcher import IGNORE, assign_targets, hard_negative_mining
@@ -72,6 +79,25 @@ def _normalizer(normalize: Any, xp: Any) -> Any:
     )
 
 
+def _count_reducer(count_reducer: Any, axis_name: Any, xp: Any
+                   ) -> Callable[[Array], Array] | None:
+    if count_reducer is not None and axis_name is not None:
+        raise ValueError("give count_reducer or axis_name, not both")
+    if count_reducer is not None:
+        if not callable(count_reducer):
+            raise TypeError(f"count_reducer must be callable, got {count_reducer!r}")
+        return count_reducer
+    if axis_name is None:
+        return None
+    if not is_jax(xp):
+        raise ValueError("axis_name is for JAX arrays inside shard_map/pmap; for other "
+                         "libraries pass count_reducer (e.g. a torch.distributed "
+                         "all_reduce)")
+    import jax
+
+    return lambda n: jax.lax.psum(n, axis_name)
+
+
 def _box_loss(kind: str, deltas: Array, targets: Array, anchors: Array, *, beta: float,
               weights: tuple[float, ...], xp: Any) -> Array:
     """Per-anchor box loss (B, A) before masking to positives."""
@@ -114,7 +140,9 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                          normalize: Any = "positives", high: float = 0.5, low: float = 0.4,
                          allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
                          box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                         neg_pos_ratio: float = 3.0, min_negatives: int = 0
+                         neg_pos_ratio: float = 3.0, min_negatives: int = 0,
+                         count_reducer: Callable[[Array], Array] | None = None,
+                         axis_name: Any = None
                          ) -> dict[str, Array]:
     r"""Classification + box-regression loss of a dense detector for a padded batch.
 
@@ -154,6 +182,29 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
       over images;
     - a number or 0-d array (an EMA, a count all-reduced across devices): both / max(it, 1).
 
+    Several devices (data parallel). Each replica passes its own shard of the batch and a
+    ``count_reducer`` that sums a 0-d count over all replicas (``axis_name="data"`` is
+    short for ``lambda n: jax.lax.psum(n, "data")`` inside ``shard_map``/``pmap``; with
+    ``torch.distributed``, an ``all_reduce`` of a detached copy). It is applied, once per
+    call, to exactly these 0-d float counts:
+
+    - ``"positives"``: the number of positive anchors;
+    - ``"assigned"``: the number of anchors in the classification loss and the number of
+      positive anchors;
+    - ``"image"``: the number of images (the per-image denominators stay per image;
+      the mean over images becomes local sum / global image count);
+    - a number or 0-d array: nothing is reduced for the loss (pass a value that is
+      already global, e.g. an EMA of the reduced count); only ``"num_positives"`` is.
+
+    The denominators then are global, so each replica's losses are its local sums over the
+    global normalizer and their *sum* over replicas (``psum`` of the loss, or of its
+    gradient) equals the single-device loss on the whole batch. Optimizers that *average*
+    gradients over replicas (``torch.nn.parallel.DistributedDataParallel``, ``pmean``)
+    want the mean count instead: ``lambda n: all_reduce_sum(n) / world_size``. The
+    reduced count should carry no gradient (it is data; the library's counts never do).
+    Under plain ``jax.jit`` with a sharded batch no reducer is needed: the sums are over
+    the global batch already.
+
     Box regression (``box_loss``) compares predicted deltas with the encoded matched gt
     (:func:`~focal_array.boxes.encode`, ``box_coder_weights``): ``"smooth_l1"`` (Huber
     with ``beta``, summed over the 4 deltas), ``"l1"``, or ``"giou"`` (1 − GIoU of the
@@ -175,12 +226,17 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
         high, low, allow_low_quality_matches, crowd_ioa: matcher options.
         box_coder_weights: ``(wx, wy, ww, wh)`` of the box coder.
         neg_pos_ratio, min_negatives: hard negative mining (``"ce_hnm"`` only).
+        count_reducer: callable mapping a 0-d count array to its sum over all replicas
+            (same library, dtype and shape), or None for a single replica.
+        axis_name: JAX only — a mapped axis name (or tuple of names) of an enclosing
+            ``shard_map``/``pmap``; means ``count_reducer=lambda n: jax.lax.psum(n,
+            axis_name)``. Give at most one of the two.
 
     Returns:
         dict with 0-d arrays ``"classification"``, ``"box_regression"``, ``"total"``
         (float32 for half inputs, else the logits' dtype) and ``"num_positives"`` (the
-        positive anchors of the batch, as a float of that dtype). Gradients flow to
-        ``cls_logits`` and ``box_deltas`` only.
+        positive anchors of the batch — of all replicas when a reducer is given — as a
+        float of that dtype). Gradients flow to ``cls_logits`` and ``box_deltas`` only.
 
     Example:
         >>> import numpy as np
@@ -191,6 +247,21 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
         ...                            gt, np.array([[1]]))
         >>> float(out["num_positives"])
         1.0
+
+        Two replicas of one batch, simulated: each sees one image; the reducer sums the
+        counts of both, so the two losses add up to the loss of the whole batch.
+
+        >>> gt2 = np.array([[[0., 0., 10., 10.]], [[20., 20., 40., 40.]]])
+        >>> lab2 = np.array([[1], [0]])
+        >>> logits = np.linspace(-2.0, 2.0, 12).reshape(2, 3, 2)
+        >>> whole = dense_detection_loss(logits, np.zeros((2, 3, 4)), anchors, gt2, lab2)
+        >>> two = np.asarray(float(whole["num_positives"]))  # what the all-reduce returns
+        >>> parts = [dense_detection_loss(logits[i:i + 1], np.zeros((1, 3, 4)), anchors,
+        ...                               gt2[i:i + 1], lab2[i:i + 1],
+        ...                               count_reducer=lambda n: two)["total"]
+        ...          for i in range(2)]
+        >>> bool(np.isclose(parts[0] + parts[1], whole["total"]))
+        True
 
     References:
         Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017 (arXiv:1708.02002);
@@ -214,6 +285,7 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     if gt_boxes.ndim != 3 or gt_boxes.shape[0] != b:
         raise ValueError(f"gt_boxes must have shape ({b}, G, 4), got {tuple(gt_boxes.shape)}")
     num_fg = c - 1 if softmax else c
+    reduce = _count_reducer(count_reducer, axis_name, xp)
 
     labels, box_targets, _ = assign_targets(
         stop_gradient(xp, anchors), gt_boxes, gt_labels, gt_valid=gt_valid,
@@ -258,17 +330,28 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     box_per_image = xp.sum(xp.where(positive, box_per_anchor, fzero), axis=-1)
 
     pos_per_image = xp.sum(xp.astype(positive, dtype), axis=-1)
-    num_pos = xp.sum(pos_per_image)
+    local_pos = xp.sum(pos_per_image)
+    num_pos = local_pos if reduce is None else reduce(local_pos)
     one = constant(xp, 1.0, x)
     if norm == "image":
         denom = xp.maximum(pos_per_image, one)
-        cls_total = xp.mean(cls_per_image / denom)
-        box_total = xp.mean(box_per_image / denom)
+        if reduce is None:
+            cls_total = xp.mean(cls_per_image / denom)
+            box_total = xp.mean(box_per_image / denom)
+        else:
+            # counted from the data (not a Python constant) so that it is a per-replica
+            # value, which shard_map's psum requires
+            images = reduce(xp.sum(xp.ones_like(pos_per_image)))
+            cls_total = xp.sum(cls_per_image / denom) / images
+            box_total = xp.sum(box_per_image / denom) / images
     else:
         if norm == "positives":
             cls_denom = box_denom = xp.maximum(num_pos, one)
         elif norm == "assigned":
-            cls_denom = xp.maximum(xp.sum(xp.astype(counted, dtype)), one)
+            assigned = xp.sum(xp.astype(counted, dtype))
+            if reduce is not None:
+                assigned = reduce(assigned)
+            cls_denom = xp.maximum(assigned, one)
             box_denom = xp.maximum(num_pos, one)
         else:
             value = norm if array_api_compat.is_array_api_obj(norm) else constant(xp, norm, x)
