@@ -14,11 +14,14 @@ mkdocstrings renders Markdown, so before the API pages are built this extension 
 
 from __future__ import annotations
 
+import pathlib
 import re
 import textwrap
 from typing import Any
 
 import griffe
+
+_API_PAGES = pathlib.Path(__file__).resolve().parent / "api"
 
 _ROLE = re.compile(r":(?:func|class|meth|attr|data|mod|obj):`(~?)([\w.\s]+?)(?:\(\))?`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
@@ -60,6 +63,12 @@ class RstToMarkdown(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader,
                    **kwargs: Any) -> None:
         collection = loader.modules_collection
+        # modules with an API page (a "::: module" line under docs/api/): only those
+        # are rendered, so only those can be link targets
+        rendered = {line.split(":::", 1)[1].strip()
+                    for page in _API_PAGES.glob("*.md")
+                    for line in page.read_text(encoding="utf-8").splitlines()
+                    if line.startswith(":::")}
 
         def exists(path: str) -> bool:
             """True if ``path`` is an object of this package that the API pages render."""
@@ -71,6 +80,8 @@ class RstToMarkdown(griffe.Extension):
                     griffe.CyclicAliasError):
                 return False
             if not obj.path.startswith(pkg.path) or obj.path.rsplit(".", 1)[-1].startswith("_"):
+                return False
+            if obj.is_module and obj.path not in rendered:
                 return False
             # attributes without a docstring are not rendered: nothing to link to
             return not obj.is_attribute or obj.docstring is not None
