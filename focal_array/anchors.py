@@ -123,7 +123,7 @@ def anchors_per_level(
         flat anchor array of level ``l`` as
         ``[sum(g.num_anchors for g in grids[:l]) : ... + grids[l].num_anchors]``.
 
-    Example:
+    Examples:
         >>> grids = anchors_per_level((800, 1333))
         >>> [tuple(g) for g in grids]
         [(100, 167, 9), (50, 84, 9), (25, 42, 9), (13, 21, 9), (7, 11, 9)]
@@ -225,7 +225,7 @@ def retinanet_anchors(
         ValueError: an option is out of range, empty, or ``strides``/``sizes`` differ in
             length.
 
-    Example:
+    Examples:
         >>> import focal_array.anchors as fa
         >>> a = fa.retinanet_anchors((800, 1333))
         >>> a.shape, str(a.dtype)

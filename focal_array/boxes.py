@@ -210,7 +210,7 @@ def convert(boxes: Any, /, src: str, dst: str) -> Any:
         ``(..., 4)`` array in format ``dst``, the input's dtype (float32 for half inputs).
         Values are not checked: this is a pure change of coordinates.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> convert(np.asarray([[10.0, 20.0, 30.0, 40.0]]), "xywh", "xyxy")
         array([[10., 20., 40., 60.]])
@@ -250,7 +250,7 @@ def area(boxes: Any, /) -> Any:
     Raises:
         ValueError: on eager backends, a box is non-finite or inverted (names the index).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> area(np.asarray([[0.0, 0.0, 2.0, 3.0]]))
         array([6.])
@@ -286,7 +286,7 @@ def box_iou(boxes1: Any, boxes2: Any, /) -> Any:
             backends) a non-finite or inverted box, naming its index.
         TypeError: non-floating boxes, or arrays from different libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> box_iou(np.asarray([[0.0, 0.0, 2.0, 2.0]]), np.asarray([[1.0, 0.0, 3.0, 2.0]]))
         array([[0.33333333]])
@@ -317,7 +317,7 @@ def generalized_box_iou(boxes1: Any, boxes2: Any, /) -> Any:
     Raises:
         ValueError, TypeError: as :func:`box_iou`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> generalized_box_iou(np.asarray([[0.0, 0.0, 1.0, 1.0]]),
         ...                     np.asarray([[2.0, 0.0, 3.0, 1.0]]))
@@ -353,7 +353,7 @@ def box_ioa(boxes1: Any, boxes2: Any, /) -> Any:
     Raises:
         ValueError, TypeError: as :func:`box_iou`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> box_ioa(np.asarray([[0.0, 0.0, 2.0, 2.0]]), np.asarray([[0.0, 0.0, 10.0, 1.0]]))
         array([[0.5]])
@@ -411,7 +411,7 @@ def encode(anchors: Any, boxes: Any, /, *,
         ValueError: bad weights, shapes that do not broadcast, or (eager) malformed boxes.
         TypeError: non-floating arrays, or arrays from different libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> encode(np.asarray([0.0, 0.0, 2.0, 2.0]), np.asarray([1.0, 0.0, 3.0, 4.0]))
         array([0.5       , 0.5       , 0.        , 0.69314718])
@@ -460,7 +460,7 @@ def decode(anchors: Any, deltas: Any, /, *,
         ValueError: bad weights or clamp, shapes that do not broadcast, malformed anchors.
         TypeError: non-floating arrays, or arrays from different libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> decode(np.asarray([0.0, 0.0, 2.0, 2.0]), np.asarray([0.5, 0.5, 0.0, 0.0]))
         array([1., 1., 3., 3.])

@@ -158,7 +158,7 @@ class CocoDataset:
         dropped: :class:`DroppedAnnotation` of every degenerate box left out.
         max_boxes: the most boxes kept in one image (``G`` that fits the whole dataset).
 
-    Example:
+    Examples:
         >>> ds = load(sample_path(), warn=False)
         >>> ds.class_names, ds.category_to_label
         (('person', 'car', 'dog'), {1: 0, 3: 1, 18: 2})
@@ -223,7 +223,7 @@ class CocoDataset:
             ``labels int64[N]``, ``category_ids int64[N]``, ``crowd bool[N]``,
             ``annotation_ids int64[N]``.
 
-        Example:
+        Examples:
             >>> ds = load(sample_path(), warn=False)
             >>> ds.annotations(123).annotation_ids
             array([456, 789, 101])
@@ -294,7 +294,7 @@ class CocoDataset:
                 False (the message lists those images and their counts).
             TypeError: ``dtype`` not real floating or ``label_dtype`` not integer.
 
-        Example:
+        Examples:
             >>> ds = load(sample_path(), warn=False)
             >>> boxes, labels, valid, crowd = ds.padded_batch([123, 400], max_boxes=4)
             >>> boxes.shape, labels.tolist()
@@ -555,7 +555,7 @@ def load(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
             entry (``annotation id 17``, or ``annotations[3]`` when it has no usable id)
             and the field.
 
-    Example:
+    Examples:
         >>> ds = load({"images": [{"id": 1, "file_name": "a.jpg", "width": 64,
         ...                        "height": 48}],
         ...            "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
@@ -595,7 +595,7 @@ def sample_path() -> Path:
     Returns:
         ``focal_array/data/sample_coco.json`` inside the installed package.
 
-    Example:
+    Examples:
         >>> sample_path().name
         'sample_coco.json'
     """
@@ -607,7 +607,7 @@ def sample_path() -> Path:
 def load_sample(*, warn: bool = False) -> CocoDataset:
     """Load :func:`sample_path`, quietly by default (its dropped box is deliberate).
 
-    Example:
+    Examples:
         >>> load_sample().dropped[0].reason
         'width <= 0'
     """

@@ -299,7 +299,7 @@ def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None 
         Float array: shape of ``logits`` for ``"none"``, 0-d otherwise. dtype of ``logits``,
         except float16/bfloat16 which are computed and returned in float32.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from focal_array import sigmoid_focal_loss
         >>> p = np.array([0.9, 0.2])          # P(person) of a positive and a negative anchor
@@ -334,13 +334,16 @@ def binary_cross_entropy(logits: Array, targets: Array, /, *, alpha: float | Non
         logits: real floating, any shape (probabilities with ``from_logits=False``).
         targets: same shape, 0/1 or soft targets in [0, 1].
         alpha: None (default, no balancing) or the positive weight in [0, 1].
-        weights, reduction, normalizer, from_logits, label_smoothing: as in
-            :func:`sigmoid_focal_loss`.
+        weights: as in :func:`sigmoid_focal_loss`.
+        reduction: as in :func:`sigmoid_focal_loss`.
+        normalizer: as in :func:`sigmoid_focal_loss`.
+        from_logits: as in :func:`sigmoid_focal_loss`.
+        label_smoothing: as in :func:`sigmoid_focal_loss`.
 
     Returns:
         As :func:`sigmoid_focal_loss`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from focal_array import binary_cross_entropy
         >>> binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0]),
@@ -553,7 +556,7 @@ def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
         Per-example loss with the shape of ``labels`` (``"none"``) or a 0-d array; dtype of
         ``logits`` (float32 for half-precision inputs).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from focal_array import softmax_focal_loss
         >>> probs = np.array([[0.1, 0.9], [0.8, 0.2]])  # [P(background), P(person)]
@@ -584,13 +587,20 @@ def softmax_cross_entropy(logits: Array, labels: Array, /, *, alpha: Any = None,
     counted), as ``ignore_index`` does in PyTorch.
 
     Args:
-        logits, labels, alpha, axis, weights, reduction, normalizer, from_logits,
+        logits: as in :func:`softmax_focal_loss`.
+        labels: as in :func:`softmax_focal_loss`.
+        alpha: as in :func:`softmax_focal_loss`.
+        axis: as in :func:`softmax_focal_loss`.
+        weights: as in :func:`softmax_focal_loss`.
+        reduction: as in :func:`softmax_focal_loss`.
+        normalizer: as in :func:`softmax_focal_loss`.
+        from_logits: as in :func:`softmax_focal_loss`.
         label_smoothing: as in :func:`softmax_focal_loss`.
 
     Returns:
         As :func:`softmax_focal_loss`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from focal_array import softmax_cross_entropy
         >>> probs = np.array([[0.1, 0.9], [0.8, 0.2]])
@@ -618,7 +628,7 @@ def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
     Returns:
         ``(..., C)`` array of 0 and 1 in ``dtype``, on the labels' device.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from focal_array import one_hot
         >>> one_hot(np.array([2, -1, 0]), 3)

@@ -323,7 +323,7 @@ def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
             gt_valid of the wrong shape.
         TypeError: non-floating quality, non-boolean gt_valid, mixed libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> iou = np.asarray([[0.6, 0.1], [0.45, 0.2], [0.1, 0.3], [0.0, 0.0]])
         >>> match(iou, allow_low_quality_matches=False)
@@ -389,7 +389,7 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
             inverted box (x2 < x1 or y2 < y1), naming its index.
         TypeError: non-floating boxes, non-boolean masks, arrays from different libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> anchors = np.asarray([[0., 0., 10., 10.], [0., 0., 10., 5.], [20., 20., 30., 30.]])
         >>> gts = np.asarray([[[0., 0., 10., 10.]], [[0., 0., 0., 0.]]])  # 2 images
@@ -441,8 +441,13 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
         gt_boxes: ``(..., G, 4)`` ``xyxy`` ground truths (batch dims broadcast).
         gt_labels: ``(..., G)`` integer classes (``gt_boxes.shape[:-1]``), ``>= 0`` for
             real gts (padding may hold anything).
-        gt_valid, gt_crowd, high, low, allow_low_quality_matches, crowd_ioa,
-            tie_tolerance: as in :func:`match_anchors`.
+        gt_valid: as in :func:`match_anchors`.
+        gt_crowd: as in :func:`match_anchors`.
+        high: as in :func:`match_anchors`.
+        low: as in :func:`match_anchors`.
+        allow_low_quality_matches: as in :func:`match_anchors`.
+        crowd_ioa: as in :func:`match_anchors`.
+        tie_tolerance: as in :func:`match_anchors`.
         weights: box-coder weights, as in :func:`focal_array.boxes.encode`.
         num_classes: when given, real gts' labels must be below it (checked eagerly).
 
@@ -456,7 +461,7 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
         ValueError, TypeError: as :func:`match_anchors`; non-integer ``gt_labels``;
             on eager backends a real gt's label < 0 or >= ``num_classes``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> anchors = np.asarray([[0., 0., 10., 10.], [20., 20., 30., 30.]])
         >>> labels, targets, matched = assign_targets(
@@ -556,7 +561,7 @@ def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.
     Raises:
         ValueError: shapes differ, or bad options. TypeError: wrong dtypes, mixed libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = np.asarray([0.1, 0.9, 0.5, 0.7, 0.2, 0.3])
         >>> labels = np.asarray([3, -1, -1, -2, -1, -1])

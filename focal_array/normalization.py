@@ -35,7 +35,7 @@ def init_ema_normalizer(value: float = 100.0, /, *, xp: Any = None, dtype: Any =
     Returns:
         0-d array.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> init_ema_normalizer()
         array(100., dtype=float32)
@@ -70,7 +70,7 @@ def ema_normalizer(state: Any, count: Any, /, *, momentum: float = 0.9) -> Any:
         0-d array in ``state``'s dtype and device. No gradient flows through it in a
         meaningful way: counts are data.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> s = init_ema_normalizer(100.0)
         >>> s = ema_normalizer(s, np.asarray(20))
