@@ -1,0 +1,201 @@
+"""The examples in ``examples/``: they train, they agree across frameworks, their metric is
+right.
+
+The example modules are imported from their files (``examples/`` is not a package) and run
+for a few steps on a few images. The cross-framework test builds the Flax model, copies its
+weights into the PyTorch model and checks the head outputs, the first step's loss and its
+gradient against each other and the loss against NumPy on the same head outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from focal_array import dense_detection_loss
+from tests.helpers import require
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FAST = {"train_images": 48, "eval_images": 16, "batch_size": 8, "verbose": False}
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the examples import their shared `synthetic` module so
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return _load("synthetic")
+
+
+# --------------------------------------------------------------------------- data, metric
+
+
+def test_synthetic_data_is_seeded_and_imbalanced(synthetic):
+    a, b = synthetic.make_dataset(6, seed=3), synthetic.make_dataset(6, seed=3)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.images, synthetic.make_dataset(6, seed=4).images)
+    assert a.images.shape == (6, 64, 64, 1) and a.images.dtype == np.float32
+    assert a.valid.sum(axis=1).min() >= 1
+    boxes = a.boxes[a.valid]
+    assert np.all(boxes[:, 2:] > boxes[:, :2]) and boxes.min() >= 0 and boxes.max() <= 64
+    # the shapes are drawn where their boxes say: bright inside, background outside
+    i, j = np.argwhere(a.valid)[0]
+    x0, y0, x1, y1 = np.round(a.boxes[i, j]).astype(int)
+    assert a.images[i, y0 + 2:y1 - 2, x0 + 2:x1 - 2].max() > 0.5
+    out = dense_detection_loss(np.zeros((6, 480, 3)), np.zeros((6, 480, 4)),
+                               synthetic.make_anchors(), a.boxes, a.labels, gt_valid=a.valid)
+    assert synthetic.make_anchors().shape == (480, 4)
+    assert 0 < float(out["num_positives"]) < 0.05 * 6 * 480  # under 5 % positives
+
+
+def test_average_precision_hand_cases(synthetic):
+    truth = synthetic.Batch(np.zeros((1, 64, 64, 1), np.float32),
+                            np.array([[[0, 0, 10, 10], [20, 20, 30, 30]]], np.float32),
+                            np.array([[0, 0]], np.int32), np.array([[True, True]]))
+    perfect = [(truth.boxes[0], np.array([0.9, 0.8]), np.array([0, 0]))]
+    assert synthetic.average_precision(perfect, truth)["square"] == 1.0
+    # a false positive ranked first, then one of the two gts: recall 1/2 at precision 1/2
+    dets = [(np.array([[40, 40, 50, 50], [0, 0, 10, 10]], np.float64), np.array([0.9, 0.8]),
+             np.array([0, 0]))]
+    assert synthetic.average_precision(dets, truth)["square"] == pytest.approx(0.25)
+    # a duplicate of a matched gt is a false positive; IoU 0.47 is a miss at 0.5
+    dets = [(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 24.7]], np.float64),
+             np.array([0.9, 0.8, 0.7]), np.array([0, 0, 0]))]
+    assert synthetic.average_precision(dets, truth)["square"] == pytest.approx(0.5)
+    keep = synthetic.nms(np.array([[0, 0, 10, 10], [1, 0, 11, 10], [30, 30, 40, 40]], float),
+                         np.array([0.5, 0.9, 0.7]))
+    np.testing.assert_array_equal(keep, [1, 2])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_flax_example_trains():
+    require("flax"), require("optax")
+    flax_ex = _load("flax_dense_detector")
+    out = flax_ex.main(["--steps", "12", "--gamma", "2", "--batch-size", "8",
+                        "--train-images", "48", "--eval-images", "16"])
+    assert len(out[2.0]["losses"]) == 12 and np.all(np.isfinite(out[2.0]["losses"]))
+    before, after = out[2.0]["held_out_loss"]
+    assert after < 0.8 * before, (before, after)
+    assert 0.0 <= out[2.0]["ap"]["mAP"] <= 1.0
+
+
+def test_torch_example_trains():
+    require("torch")
+    torch_ex = _load("torch_dense_detector")
+    out = torch_ex.main(["--steps", "12", "--gamma", "0", "--batch-size", "8",
+                         "--train-images", "48", "--eval-images", "16"])
+    assert len(out[0.0]["losses"]) == 12 and np.all(np.isfinite(out[0.0]["losses"]))
+    before, after = out[0.0]["held_out_loss"]
+    assert after < 0.8 * before, (before, after)
+    assert 0.0 <= out[0.0]["ap"]["mAP"] <= 1.0
+
+
+def test_torch_example_compiled_step():
+    torch = require("torch")
+    torch._dynamo.reset()
+    torch_ex = _load("torch_dense_detector")
+    # aot_eager: dynamo's graph capture and AOT autograd, without inductor's C++ build
+    # (50 s on this CPU); the example's --compile uses inductor
+    out = torch_ex.train(steps=3, gamma=2.0, compile="aot_eager", **FAST)
+    eager = torch_ex.train(steps=3, gamma=2.0, **FAST)
+    np.testing.assert_allclose(out["losses"], eager["losses"], rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def test_frameworks_agree_on_first_step(synthetic):
+    """Same weights, same batch: Flax vs PyTorch head outputs, loss, EMA and gradient, and
+    both losses vs NumPy on the JAX head outputs (float64)."""
+    require("flax"), require("optax")
+    torch = require("torch")
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    flax_ex, torch_ex = _load("flax_dense_detector"), _load("torch_dense_detector")
+    batch = synthetic.make_dataset(4, seed=5)
+    anchors = synthetic.make_anchors()
+    params = flax_ex.init_params(seed=1)
+    model = flax_ex.build_model()
+
+    # JAX: one jitted train step, EMA state in and out
+    step = flax_ex.make_train_step(model, optax.sgd(0.0), jnp.asarray(anchors), gamma=2.0,
+                                   alpha=0.25)
+    ema0 = jnp.asarray(100.0, dtype=jnp.float32)
+    _, _, ema1, stats = step(params, optax.sgd(0.0).init(params), ema0,
+                             *map(jnp.asarray, batch))
+    logits_j, deltas_j = model.apply({"params": params}, jnp.asarray(batch.images))
+    grads_j = jax.grad(lambda p: _jax_loss(model, p, anchors, batch))(params)
+
+    # PyTorch: the same weights
+    # the NumPy initialization has exactly the layout Flax itself would create
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 1)))
+    assert jax.tree_util.tree_map(lambda a: a.shape, shapes["params"]) == \
+        jax.tree_util.tree_map(lambda a: a.shape, params)
+    tmodel = torch_ex.load_params(torch_ex.DenseDetector(),
+                                  jax.tree_util.tree_map(np.asarray, params))
+    images, boxes, labels, valid = torch_ex.to_torch(batch)
+    logits_t, deltas_t = tmodel(images)
+    np.testing.assert_allclose(logits_t.detach().numpy(), np.asarray(logits_j), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(deltas_t.detach().numpy(), np.asarray(deltas_j), rtol=1e-4,
+                               atol=1e-5)
+    loss_fn = torch_ex.make_loss_fn(tmodel, torch.from_numpy(anchors), gamma=2.0, alpha=0.25)
+    loss_t, ema_t, _ = loss_fn(torch.tensor(100.0), images, boxes, labels, valid)
+    loss_t.backward()
+
+    # NumPy float64 on the JAX head outputs, normalized by the EMA computed by hand
+    out = dense_detection_loss(np.asarray(logits_j, np.float64),
+                               np.asarray(deltas_j, np.float64), anchors.astype(np.float64),
+                               batch.boxes.astype(np.float64), batch.labels,
+                               gt_valid=batch.valid, gamma=2.0, alpha=0.25, normalize=1.0)
+    ema = 0.9 * 100.0 + 0.1 * max(float(out["num_positives"]), 1.0)
+    want = float(out["total"]) / ema
+    assert float(ema1) == pytest.approx(ema, rel=1e-6)
+    assert ema_t.item() == pytest.approx(ema, rel=1e-6)
+    assert float(stats["loss"]) == pytest.approx(want, rel=1e-5)
+    assert loss_t.item() == pytest.approx(want, rel=1e-5)
+
+    # gradients: the classification bias and the first conv kernel (HWIO vs OIHW)
+    np.testing.assert_allclose(tmodel.cls_out.bias.grad.numpy(),
+                               np.asarray(grads_j["cls_out"]["bias"]), rtol=1e-3, atol=1e-6)
+    gk = np.asarray(grads_j["backbone_0"]["kernel"]).transpose(3, 2, 0, 1)
+    scale = np.abs(gk).max()
+    assert np.abs(tmodel.backbone[0].weight.grad.numpy() - gk).max() < 1e-3 * scale
+
+
+def _jax_loss(model, params, anchors, batch):
+    import jax.numpy as jnp
+
+    logits, deltas = model.apply({"params": params}, jnp.asarray(batch.images))
+    out = dense_detection_loss(logits, deltas, jnp.asarray(anchors), jnp.asarray(batch.boxes),
+                               jnp.asarray(batch.labels), gt_valid=jnp.asarray(batch.valid),
+                               gamma=2.0, alpha=0.25, normalize=1.0)
+    return out["total"] / (0.9 * 100.0 + 0.1 * jnp.maximum(out["num_positives"], 1.0))
+
+
+def test_numpy_reference_check(tmp_path):
+    require("jax"), require("torch")
+    check = _load("numpy_reference_check")
+    path = tmp_path / "batch.npz"
+    report = check.main(["--out", str(path), "--images", "4", "--seed", "2"])
+    assert path.exists()
+    n = len(check.CONFIGS)
+    assert len(report) == 4 * n  # numpy32, jax, torch values + the gradient, per config
+    assert max(report.values()) < 1e-5, report
+    assert min(report.values()) >= 0.0
