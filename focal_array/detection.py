@@ -185,16 +185,16 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     Several devices (data parallel). Each replica passes its own shard of the batch and a
     ``count_reducer`` that sums a 0-d count over all replicas (``axis_name="data"`` is
     short for ``lambda n: jax.lax.psum(n, "data")`` inside ``shard_map``/``pmap``; with
-    ``torch.distributed``, an ``all_reduce`` of a detached copy). It is applied, once per
-    call, to exactly these 0-d float counts:
+    ``torch.distributed``, an ``all_reduce`` of a detached copy). It is called on 0-d
+    float counts only, in this order:
 
-    - ``"positives"``: the number of positive anchors;
-    - ``"assigned"``: the number of anchors in the classification loss and the number of
-      positive anchors;
-    - ``"image"``: the number of images (the per-image denominators stay per image;
+    - always, the number of positive anchors (the denominator of ``"positives"`` and of
+      the box loss of ``"assigned"``, and the returned ``"num_positives"``);
+    - ``"assigned"``: then the number of anchors in the classification loss;
+    - ``"image"``: then the number of images (the per-image denominators stay per image;
       the mean over images becomes local sum / global image count);
-    - a number or 0-d array: nothing is reduced for the loss (pass a value that is
-      already global, e.g. an EMA of the reduced count); only ``"num_positives"`` is.
+    - a number or 0-d array: nothing else — it is used as given (pass a value that is
+      already global, e.g. an EMA of the reduced count).
 
     The denominators then are global, so each replica's losses are its local sums over the
     global normalizer and their *sum* over replicas (``psum`` of the loss, or of its
@@ -203,7 +203,9 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     want the mean count instead: ``lambda n: all_reduce_sum(n) / world_size``. The
     reduced count should carry no gradient (it is data; the library's counts never do).
     Under plain ``jax.jit`` with a sharded batch no reducer is needed: the sums are over
-    the global batch already.
+    the global batch already. Inside ``jax.shard_map`` the gradient with respect to
+    replicated parameters comes back summed over the axis already (their implicit
+    broadcast to every shard transposes to a ``psum``): ``psum`` only the loss value.
 
     Box regression (``box_loss``) compares predicted deltas with the encoded matched gt
     (:func:`~focal_array.boxes.encode`, ``box_coder_weights``): ``"smooth_l1"`` (Huber
