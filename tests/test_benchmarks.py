@@ -1,0 +1,124 @@
+"""The benchmark harness cannot rot: ``--quick`` runs end to end and writes a valid report.
+
+Nothing here looks at how fast anything is; only at the shape of what the harness writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out / "results.json") as f:
+        result = json.load(f)
+    return result, (out / "benchmarks.md").read_text(), proc.stdout
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def test_top_level_schema(quick_run):
+    result, _, _ = quick_run
+    for key in ("schema", "date", "size", "quick", "repeats", "workloads", "machine", "rows",
+                "memory", "accuracy", "targets", "method"):
+        assert key in result, key
+    assert result["schema"] == 1 and result["quick"] is True and result["size"] == "quick"
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+    assert result["rows"] and result["targets"]
+
+
+def _check_status(item: dict) -> None:
+    assert item["status"] in ("measured", "missing"), item
+    if item["status"] == "missing":
+        assert isinstance(item["reason"], str) and item["reason"], item
+
+
+def test_every_row_is_measured_or_says_why(quick_run):
+    result, _, _ = quick_run
+    for row in result["rows"]:
+        for key in ("workload", "backend", "mode", "impl", "status"):
+            assert key in row, (key, row)
+        _check_status(row)
+        if row["status"] == "measured":
+            t = row["times_ms"]
+            assert len(t) == result["repeats"] and all(v > 0 for v in t)
+            assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+            if not row["peer"]:
+                for ratio in row["ratios"].values():
+                    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+
+
+def test_every_workload_and_backend_appears(quick_run):
+    result, _, _ = quick_run
+    seen = {(r["workload"], r["backend"]) for r in result["rows"]}
+    for w in result["workloads"]:
+        for b in ("numpy", "jax", "torch"):
+            assert (w, b) in seen, (w, b)
+    # focal_array itself is measured on numpy, and on jax/torch where installed
+    for b in ("numpy", "jax", "torch"):
+        if b != "numpy" and not _installed(b):
+            continue
+        assert any(r["backend"] == b and not r["peer"] and r["status"] == "measured"
+                   for r in result["rows"]), b
+
+
+def test_missing_peers_say_so(quick_run):
+    result, _, _ = quick_run
+    peers = {r["impl"]: r for r in result["rows"] if r["backend"] == "torch"}
+    if not _installed("torchvision"):
+        assert "not installed" in peers["torchvision eager"]["reason"]
+    keras_rows = [r for r in result["rows"] if r["impl"].startswith("Keras")]
+    assert keras_rows
+    if not _installed("keras"):
+        assert all("not installed" in r["reason"] for r in keras_rows)
+
+
+def test_memory_and_accuracy_entries(quick_run):
+    result, _, _ = quick_run
+    assert result["memory"] and result["accuracy"]
+    for m in result["memory"]:
+        _check_status(m)
+        if m["status"] == "measured":
+            assert m["peak_extra_bytes"] >= 0 and m["method"]
+            assert m["x_logits"] == pytest.approx(m["peak_extra_bytes"] / m["logits_bytes"])
+    for a in result["accuracy"]:
+        _check_status(a)
+        if a["status"] == "measured":
+            assert 0.0 <= a["max_rel_err"] and 0.0 <= a["frac_rel_err_gt_1e-5"] <= 1.0
+
+
+def test_targets_and_page(quick_run):
+    result, page, stdout = quick_run
+    for t in result["targets"]:
+        assert t["met"] in (True, False, None)
+        assert (t["measured"] is None) == (t["met"] is None)
+        if t["met"] is None:
+            assert t["note"], t
+    assert page.startswith("# Benchmarks")
+    assert result["date"] in page and result["machine"]["cpu"] in page
+    assert "| target |" in page and "target:" in stdout
+
+
+def test_script_form_help():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"),
+                           "--help"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0 and "--quick" in proc.stdout
