@@ -208,8 +208,13 @@ def sigmoid_cases(backend: str, mode: str, x: np.ndarray, y: np.ndarray,
                 from_logits=True)), yj, True))
         else:
             cases.append(missing("Keras 3 BinaryFocalCrossentropy (jax)", kreason))
-        for name, f, tgt, peer in fns:
-            jitted = jax.jit(f if mode == "fwd" else jax.value_and_grad(f))
+        jitted_fns = [(name, jax.jit(f if mode == "fwd" else jax.value_and_grad(f)), tgt, peer)
+                      for name, f, tgt, peer in fns]
+        if mode == "fwd+bwd":  # the analytic gradient as a candidate custom derivative
+            jitted_fns.append(("focal_array analytic gradient (candidate custom_vjp)", jax.jit(
+                lambda a, b: sigmoid_focal_loss_value_and_grad(a, b, reduction="sum")), ybj,
+                False))
+        for name, jitted, tgt, peer in jitted_fns:
 
             def run(jitted=jitted, tgt=tgt):
                 return jax.block_until_ready(jitted(xj, tgt))
@@ -255,6 +260,10 @@ def sigmoid_cases(backend: str, mode: str, x: np.ndarray, y: np.ndarray,
                                      peer))
         if tv is None:
             cases.append(missing("torchvision compiled", tv_reason))
+        if mode == "fwd+bwd":  # the analytic gradient as a candidate autograd.Function
+            cases.append(Case("focal_array analytic gradient eager (candidate)", lambda:
+                              sigmoid_focal_loss_value_and_grad(xt, ybt, reduction="sum"),
+                              peer=False))
         for name, f, tgt, peer in eager + compiled:
             if mode == "fwd":
                 def run(f=f, tgt=tgt):
@@ -844,6 +853,7 @@ MEMORY_IMPLS = {
     "jax": {m: ["focal_array", "focal_array (bool targets)", "hand-fused stable jnp reference",
                 "optax sigmoid_focal_loss", "Keras 3 BinaryFocalCrossentropy (jax)"]
             for m in MODES},
+    "jax+": {"fwd+bwd": ["focal_array analytic gradient (candidate custom_vjp)"]},
     "torch": {m: ["focal_array eager", "torchvision formula eager (transcribed)",
                   "torchvision eager"] for m in MODES},
 }
@@ -879,7 +889,10 @@ def run_all(size_name: str, workloads: list[str], backends: list[str], quick: bo
         result["rows"].extend(res["rows"])
         result["accuracy"].extend(res["accuracy"])
         if memory and "sigmoid_1img" in workloads:
-            for mode, impls in MEMORY_IMPLS[backend].items():
+            extra = MEMORY_IMPLS.get(backend + "+", {})
+            plans = [(m, i) for m, i in MEMORY_IMPLS[backend].items()]
+            plans += [] if quick else list(extra.items())
+            for mode, impls in plans:
                 if quick and mode != "fwd":
                     continue  # --quick checks the measurement path once per backend
                 for impl in impls[:1] if quick else impls:
@@ -1024,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all; "
                    f"with --quick: {','.join(QUICK_WORKLOADS)})")
     p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--repeats", type=int, help="timed repeats (default: 5; 1 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory processes")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                    help="directory for results.json and benchmarks.md")
@@ -1039,6 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.quick = args.quick or args.size == "quick"
     size_name = "quick" if args.quick else args.size
+    if args.repeats:
+        os.environ["FOCAL_ARRAY_BENCH_REPEATS"] = str(args.repeats)  # seen by the workers
+    if os.environ.get("FOCAL_ARRAY_BENCH_REPEATS"):
+        SIZES[size_name]["repeats"] = max(1, int(os.environ["FOCAL_ARRAY_BENCH_REPEATS"]))
     default = QUICK_WORKLOADS if args.quick else WORKLOADS
     workloads = [w for w in (args.workloads or ",".join(default)).split(",") if w]
     unknown = set(workloads) - set(WORKLOADS)
