@@ -718,12 +718,13 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    from importlib import metadata
+
     versions = {}
-    for name in ("numpy", "jax", "optax", "torch", "torchvision", "keras", "array_api_compat"):
-        try:
-            mod = __import__(name)
-            versions[name] = getattr(mod, "__version__", "?")
-        except Exception:
+    for name in ("numpy", "jax", "optax", "torch", "torchvision", "keras", "array-api-compat"):
+        try:  # metadata, not import: keras would pick a backend in this process
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             versions[name] = None
     try:
         load = os.getloadavg()
