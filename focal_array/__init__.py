@@ -5,8 +5,9 @@ API standard so the same functions run on NumPy, JAX and PyTorch arrays, returni
 the caller's own library, dtype and device.
 """
 
-from . import anchors, boxes, coco, detection, matcher
+from . import anchors, boxes, coco, detection, gradients, matcher, normalization
 from .detection import dense_detection_loss
+from .gradients import sigmoid_focal_loss_value_and_grad, softmax_focal_loss_value_and_grad
 from .losses import (
     binary_cross_entropy,
     one_hot,
@@ -28,9 +29,13 @@ __all__ = [
     "coco",
     "dense_detection_loss",
     "detection",
+    "gradients",
     "matcher",
+    "normalization",
     "one_hot",
     "sigmoid_focal_loss",
+    "sigmoid_focal_loss_value_and_grad",
     "softmax_cross_entropy",
     "softmax_focal_loss",
+    "softmax_focal_loss_value_and_grad",
 ]
