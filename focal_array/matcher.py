@@ -507,14 +507,13 @@ def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any,
 
     positive = matched >= _int_constant(xp, 0, matched)
     index = xp.where(positive, matched, _int_constant(xp, 0, matched))
-    n = math.prod(batch)
-    flat_boxes = xp.reshape(xp.broadcast_to(gts, (*batch, n_gts, 4)), (n * n_gts, 4))
-    flat_labels = xp.reshape(xp.broadcast_to(gt_labels, (*batch, n_gts)), (n * n_gts,))
-    offsets = xp.reshape(xp.arange(n, dtype=index.dtype, device=device_of(index)), (n, 1))
-    flat_index = xp.reshape(xp.reshape(index, (n, n_anchors)) + offsets * n_gts, (-1,))
-    matched_boxes = xp.reshape(xp.take(flat_boxes, flat_index, axis=0),
-                               (*batch, n_anchors, 4))
-    matched_labels = xp.reshape(xp.take(flat_labels, flat_index, axis=0), (*batch, n_anchors))
+    # gather per image along the gt axis (no flattening across images, so a batch sharded
+    # over devices stays sharded)
+    boxes_b = xp.broadcast_to(gts, (*batch, n_gts, 4))
+    labels_b = xp.broadcast_to(gt_labels, (*batch, n_gts))
+    box_index = xp.broadcast_to(index[..., None], (*batch, n_anchors, 4))
+    matched_boxes = xp.take_along_axis(boxes_b, box_index, axis=-2)
+    matched_labels = xp.take_along_axis(labels_b, index, axis=-1)
     labels = xp.where(positive, xp.astype(matched_labels, label_dtype),
                       xp.astype(matched, label_dtype))
 

@@ -10,6 +10,7 @@ would be off by a factor of 2 to 4 and fail).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -80,8 +81,7 @@ def _jax_worker(out_path: str) -> None:
 
     assert jax.device_count() == 4, jax.devices()
     d = {k: jnp.asarray(v) for k, v in make_batch().items()}
-    # Mesh() gives Auto axes (XLA propagates the sharding). jax.make_mesh defaults to
-    # Explicit axes in this JAX, where the matcher's flat gather over the batch is refused
+    # Mesh() gives Auto axes (XLA propagates the sharding); jax.make_mesh is tried below
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     shard, repl = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     results: dict[str, object] = {}
@@ -107,19 +107,25 @@ def _jax_worker(out_path: str) -> None:
             "grad_w": np.asarray(gw).tolist(), "grad_b": np.asarray(gb).tolist(),
             "devices": len(tot.sharding.device_set)}
 
-    # 1. plain jit, batch sharded over the mesh: XLA sums over the global batch
-    for normalize in NORMALIZE:
+    # 1. plain jit, batch sharded over the mesh: XLA sums over the global batch. Both the
+    # Auto-axes Mesh and jax.make_mesh (Explicit axes by default in recent JAX)
+    meshes = [("mesh", shard, repl)]
+    if hasattr(jax, "make_mesh"):
+        explicit = jax.make_mesh((4,), ("data",))
+        meshes.append(("make_mesh", NamedSharding(explicit, P("data")),
+                       NamedSharding(explicit, P())))
+    for (tag, shard_m, repl_m), normalize in itertools.product(meshes, NORMALIZE):
         def total(w, bias, feats, deltas, anchors, gt, labels, valid, normalize=normalize):
             return losses(w, bias, feats, deltas, anchors, gt, labels, valid, normalize)
 
         step = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))
-        args = [jax.device_put(d["weight"], repl), jax.device_put(d["bias"], repl)]
-        args += [jax.device_put(d[k], shard) for k in ("features", "deltas")]
-        args += [jax.device_put(d["anchors"], repl)]
-        args += [jax.device_put(d[k], shard) for k in ("gt", "labels", "valid")]
+        args = [jax.device_put(d["weight"], repl_m), jax.device_put(d["bias"], repl_m)]
+        args += [jax.device_put(d[k], shard_m) for k in ("features", "deltas")]
+        args += [jax.device_put(d["anchors"], repl_m)]
+        args += [jax.device_put(d[k], shard_m) for k in ("gt", "labels", "valid")]
         assert len(args[2].sharding.device_set) == 4
         (tot, out), (gw, gb) = step(*args)
-        results[f"mesh/{normalize}"] = {
+        results[f"{tag}/{normalize}"] = {
             "total": float(tot), "num_positives": float(out["num_positives"]),
             "grad_w": np.asarray(gw).tolist(), "grad_b": np.asarray(gb).tolist(),
             "input_devices": len(args[2].sharding.device_set)}
@@ -310,12 +316,12 @@ def torch_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("normalize", NORMALIZE)
-@pytest.mark.parametrize("how", ["mesh", "shard_map"])
+@pytest.mark.parametrize("how", ["mesh", "make_mesh", "shard_map"])
 def test_jax_multi_device_equals_single_device(jax_results, normalize, how):
     _check_split_matters(normalize, 4)
     want = jax_results[f"single/{normalize}"]
     got = jax_results[f"{how}/{normalize}"]
-    if how == "mesh":
+    if how in ("mesh", "make_mesh"):
         assert got["input_devices"] == 4
     else:
         assert got["replicas"] == 4
