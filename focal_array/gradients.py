@@ -55,16 +55,13 @@ from typing import Any
 
 import array_api_compat
 
-from . import _validate as v
-from ._namespace import compute_dtype, constant, namespace
-from ._stable import exp_neg_abs, one_hot_mask, sigmoid_pair, softplus_pair
+from ._namespace import constant
+from ._stable import exp_neg_abs, sigmoid_pair, softplus_pair
 from .losses import (
-    _check_normalizer,
-    _check_options,
-    _check_weights,
-    _class_alpha,
     _expand_class_vector,
     _modulating,
+    _prepare_sigmoid,
+    _prepare_softmax,
     _reduce,
     _shifted_exp,
 )
@@ -206,32 +203,13 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
         >>> grad.round(6)
         array([-0.001218,  0.039436])
     """
-    xp = namespace(logits=logits, targets=targets, weights=weights,
-                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
-                   else None)
-    v.check_floating(xp, logits, "logits")
-    v.check_bool_or_number_array(xp, targets, "targets")
-    v.check_same_shape("logits", logits.shape, "targets", targets.shape,
-                       hint="sigmoid targets are per class, e.g. one_hot(labels, C)")
-    if alpha is not None:
-        alpha = v.check_number("alpha", alpha, low=0.0, high=1.0)
-    gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
-                                            reduction=reduction)
-    _check_weights(xp, weights, tuple(logits.shape), "the loss (= logits)")
-    _check_normalizer(xp, normalizer, reduction)
-    if not xp.isdtype(targets.dtype, "bool"):
-        v.eager_check(
-            [targets],
-            lambda: xp.any((targets < 0) | (targets > 1)),
-            lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
-            "outside",
-        )
-    dtype = compute_dtype(xp, logits.dtype)
-    x = xp.astype(logits, dtype)
+    xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
+        logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
+        normalizer=normalizer, from_logits=True, label_smoothing=label_smoothing)
     if xp.isdtype(targets.dtype, "bool") and not label_smoothing:
         loss, grad = _sigmoid_hard_value_and_grad(x, targets, alpha=alpha, gamma=gamma, xp=xp)
     else:
-        y = xp.astype(targets, dtype)
+        y = xp.astype(targets, x.dtype)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         loss, grad = _sigmoid_soft_value_and_grad(x, y, alpha=alpha, gamma=gamma, xp=xp)
@@ -288,38 +266,14 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
         >>> grad.round(4)
         array([[ 0.2447, -0.3348,  0.09  ]])
     """
-    xp = namespace(logits=logits, labels=labels, weights=weights,
-                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
-                   else None)
-    v.check_floating(xp, logits, "logits")
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the class axis)")
-    ax = v.normalize_axis(axis, logits.ndim)
-    v.check_integer(xp, labels, "labels")
-    example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-    v.check_same_shape("logits without the class axis", example_shape, "labels",
-                       labels.shape, hint="labels are class indices, one per example")
-    gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
-                                            reduction=reduction)
     if label_smoothing:
         raise NotImplementedError(
             "softmax_focal_loss_value_and_grad does not support label_smoothing yet; use "
             "jax.grad or torch.autograd of focal_array.softmax_focal_loss for smoothed labels"
         )
-    _check_weights(xp, weights, example_shape, "the per-example loss (= labels)")
-    _check_normalizer(xp, normalizer, reduction)
-    num_classes = logits.shape[ax]
-    v.eager_check(
-        [labels],
-        lambda: xp.any(labels >= num_classes),
-        lambda: f"labels must be < num_classes = {num_classes} (negative labels are "
-        f"ignored); found a label >= {num_classes}",
-    )
-    dtype = compute_dtype(xp, logits.dtype)
-    x = xp.astype(logits, dtype)
-    alpha_vec = _class_alpha(xp, alpha, num_classes, x)
-    valid = labels >= 0
-    mask = one_hot_mask(labels, num_classes, axis=ax, xp=xp)
+    xp, x, ax, alpha_vec, gamma, _, valid, mask = _prepare_softmax(
+        logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
+        reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0)
     zero = constant(xp, 0.0, x)
     one = constant(xp, 1.0, x)
 

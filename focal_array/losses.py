@@ -171,12 +171,13 @@ def _safe_log(p: Array, *, xp: Any) -> Array:
 # --------------------------------------------------------------------------- sigmoid
 
 
-def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
-                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                  label_smoothing: float) -> Array:
+def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
+                     weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                     label_smoothing: float) -> tuple[Any, Array, Any, float, float]:
+    """Resolve and validate the sigmoid losses' inputs: (xp, logits in the compute dtype,
+    alpha, gamma, label_smoothing). Shared with :mod:`focal_array.gradients`."""
     xp = namespace(logits=logits, targets=targets, weights=weights,
-                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
-                   else None)
+                   normalizer=_array_or_none(normalizer))
     _check_logits(xp, logits, from_logits, "logits")
     v.check_bool_or_number_array(xp, targets, "targets")
     v.check_same_shape("logits", logits.shape, "targets", targets.shape,
@@ -194,14 +195,26 @@ def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: 
             lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
             "outside",
         )
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    return xp, x, alpha, gamma, label_smoothing
 
-    dtype = compute_dtype(xp, logits.dtype)
-    x = xp.astype(logits, dtype)
+
+def _array_or_none(value: Any) -> Any:
+    """``value`` if it is an array (to join namespace resolution), else None."""
+    return value if array_api_compat.is_array_api_obj(value) else None
+
+
+def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
+                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                  label_smoothing: float) -> Array:
+    xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
+        logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
+        normalizer=normalizer, from_logits=from_logits, label_smoothing=label_smoothing)
     if xp.isdtype(targets.dtype, "bool") and from_logits and not label_smoothing:
         # 0/1 targets known from the dtype: select the terms instead of blending them
         loss = sigmoid_hard_elementwise(x, targets, alpha=alpha, gamma=gamma, xp=xp)
     else:
-        y = xp.astype(targets, dtype)
+        y = xp.astype(targets, x.dtype)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma, from_logits=from_logits,
@@ -394,12 +407,14 @@ def _class_alpha(xp: Any, alpha: Any, num_classes: int, like: Array) -> Array | 
     return xp.astype(vec, like.dtype)
 
 
-def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
-                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                  label_smoothing: float) -> Array:
+def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
+                     weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                     label_smoothing: float) -> tuple:
+    """Resolve and validate the softmax losses' inputs. Returns (xp, logits in the compute
+    dtype, class axis, per-class alpha or None, gamma, label_smoothing, valid, one-hot
+    mask). Shared with :mod:`focal_array.gradients`."""
     xp = namespace(logits=logits, labels=labels, weights=weights,
-                   normalizer=normalizer if array_api_compat.is_array_api_obj(normalizer)
-                   else None)
+                   normalizer=_array_or_none(normalizer))
     _check_logits(xp, logits, from_logits, "logits")
     if logits.ndim == 0:
         raise ValueError("logits must have at least one dimension (the class axis)")
@@ -419,12 +434,19 @@ def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axi
         lambda: f"labels must be < num_classes = {num_classes} (negative labels are "
         f"ignored); found a label >= {num_classes}",
     )
-
-    dtype = compute_dtype(xp, logits.dtype)
-    x = xp.astype(logits, dtype)
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype))
     alpha_vec = _class_alpha(xp, alpha, num_classes, x)
-    valid = labels >= 0
     mask = one_hot_mask(labels, num_classes, axis=ax, xp=xp)
+    return xp, x, ax, alpha_vec, gamma, label_smoothing, labels >= 0, mask
+
+
+def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
+                  weights: Any, reduction: str, normalizer: Any, from_logits: bool,
+                  label_smoothing: float) -> Array:
+    xp, x, ax, alpha_vec, gamma, label_smoothing, valid, mask = _prepare_softmax(
+        logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
+        reduction=reduction, normalizer=normalizer, from_logits=from_logits,
+        label_smoothing=label_smoothing)
     if label_smoothing:
         loss = _softmax_smoothed(x, mask, ax, alpha_vec, gamma, from_logits,
                                  label_smoothing, xp=xp)
