@@ -240,6 +240,9 @@ def resolve_backend(name: str) -> Backend:
             import jax.numpy as xp
         elif name == "torch":
             import array_api_compat.torch as xp
+
+            # torch itself too: the compat wrapper may be cached while torch is unavailable
+            import torch  # noqa: F401
         else:  # argparse's choices keep other names out; this guards direct callers
             raise UsageError(f"unknown backend {name!r} (choose numpy, jax or torch)")
     except ImportError:
