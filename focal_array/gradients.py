@@ -50,15 +50,13 @@ constants: no gradient flows to them.
 
 from __future__ import annotations
 
-import math
 from typing import Any
-
-import array_api_compat
 
 from ._namespace import constant
 from ._stable import exp_neg_abs, sigmoid_pair, softplus_pair
 from .losses import (
     _expand_class_vector,
+    _mean_scale,
     _modulating,
     _prepare_sigmoid,
     _prepare_softmax,
@@ -75,28 +73,13 @@ def _grad_scale(xp: Any, *, weights: Any, reduction: str, normalizer: Any, valid
                 loss_shape: tuple, like: Array) -> tuple[Array | None, Array | None]:
     """(w, c): d L_reduced / d ℓ_i = w_i · c (either may be None for "1").
 
-    Mirrors :func:`focal_array.losses._reduce` exactly, including the zero-denominator rule.
+    Uses the same scale as :func:`focal_array.losses._reduce` (``_mean_scale``).
     """
     w = None if weights is None else xp.astype(weights, like.dtype)
     if reduction in ("none", "sum"):
         return w, None
-    one = constant(xp, 1.0, like)
-    if normalizer is not None:
-        n = normalizer
-        if not array_api_compat.is_array_api_obj(n):
-            n = constant(xp, float(n), like)
-        return w, one / xp.maximum(xp.astype(n, like.dtype), one)
-    if w is not None:
-        counted = xp.broadcast_to(w, loss_shape)
-        if valid is not None:
-            counted = xp.where(valid, counted, constant(xp, 0.0, like))
-        denom = xp.sum(counted)
-    elif valid is not None:
-        denom = xp.sum(xp.astype(valid, like.dtype))
-    else:
-        denom = constant(xp, float(math.prod(loss_shape)), like)
-    positive = denom > constant(xp, 0.0, like)
-    return w, xp.where(positive, one / xp.where(positive, denom, one), constant(xp, 0.0, like))
+    return w, _mean_scale(xp, w=w, normalizer=normalizer, valid=valid,
+                          loss_shape=loss_shape, like=like)
 
 
 def _apply_scale(grad: Array, w: Array | None, c: Array | None) -> Array:

@@ -114,7 +114,7 @@ def _reduce(loss: Array, *, weights: Any, reduction: str, normalizer: Any,
 
     "mean" divides by ``max(normalizer, 1)`` when a normalizer is given, else by Σ w over
     counted elements (``valid``), else by the number of counted elements; a zero
-    denominator gives 0 with a zero gradient.
+    denominator gives 0 with a zero gradient (a NaN in the sum still shows).
     """
     w = None
     if weights is not None:
@@ -125,24 +125,36 @@ def _reduce(loss: Array, *, weights: Any, reduction: str, normalizer: Any,
     total = xp.sum(loss)
     if reduction == "sum":
         return total
-    one = constant(xp, 1.0, total)
+    return total * _mean_scale(xp, w=w, normalizer=normalizer, valid=valid,
+                               loss_shape=tuple(loss.shape), like=total)
+
+
+def _mean_scale(xp: Any, *, w: Any, normalizer: Any, valid: Any, loss_shape: tuple,
+                like: Array) -> Array:
+    """1 / the "mean" denominator, as a 0-d array; 0 when that denominator is 0.
+
+    The denominator is ``max(normalizer, 1)`` when a normalizer is given, else Σ w over
+    counted elements (``valid``), else the number of counted elements. Shared by the
+    losses' reduction and their analytic gradients (:mod:`focal_array.gradients`).
+    """
+    one = constant(xp, 1.0, like)
     if normalizer is not None:
         n = normalizer
         if not array_api_compat.is_array_api_obj(n):
-            n = constant(xp, float(n), total)
-        return total / xp.maximum(xp.astype(n, total.dtype), one)
+            n = constant(xp, float(n), like)
+        return one / xp.maximum(xp.astype(n, like.dtype), one)
     if w is not None:
-        counted = xp.broadcast_to(w, loss.shape)
+        counted = xp.broadcast_to(w, loss_shape)
         if valid is not None:
-            counted = xp.where(valid, counted, constant(xp, 0.0, total))
+            counted = xp.where(valid, counted, constant(xp, 0.0, like))
         denom = xp.sum(counted)
     elif valid is not None:
-        denom = xp.sum(xp.astype(valid, total.dtype))
+        denom = xp.sum(xp.astype(valid, like.dtype))
     else:
-        denom = constant(xp, float(math.prod(loss.shape)), total)
-    positive = denom > constant(xp, 0.0, total)
-    return xp.where(positive, total / xp.where(positive, denom, one),
-                    constant(xp, 0.0, total))
+        denom = constant(xp, float(math.prod(loss_shape)), like)
+    # double where: an empty count gives 0 (and a zero gradient), never 0/0
+    positive = denom > constant(xp, 0.0, like)
+    return xp.where(positive, one / xp.where(positive, denom, one), constant(xp, 0.0, like))
 
 
 # --------------------------------------------------------------------------- focal factor
