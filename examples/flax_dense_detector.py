@@ -201,18 +201,7 @@ def _window_mean(losses: Sequence[float], n: int = 20) -> tuple[float, float]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: ``--steps``, ``--gamma``, ``--alpha``, ``--seed``, ``--compare``."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=400, help="train steps per run (400)")
-    p.add_argument("--gamma", type=float, default=2.0, help="focal γ of a single run (2)")
-    p.add_argument("--alpha", type=float, default=0.25,
-                   help="α for positives (0.25); a negative value disables balancing")
-    p.add_argument("--seed", type=int, default=0, help="data, init and batch order (0)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam step, cosine decay")
-    p.add_argument("--train-images", type=int, default=1024, help="training set size (1024)")
-    p.add_argument("--eval-images", type=int, default=256, help="held-out set size (256)")
-    p.add_argument("--compare", action="store_true",
-                   help="train γ = 0 (cross-entropy) and γ = 2 (focal) on the same budget")
+    p = synthetic.base_parser(__doc__.split("\n\n")[0])
     return p.parse_args(argv)
 
 

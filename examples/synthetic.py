@@ -13,6 +13,7 @@ NumPy) and the model's layer list, so the Flax and PyTorch models are the same n
 
 from __future__ import annotations
 
+import argparse
 import math
 from typing import NamedTuple
 
@@ -253,3 +254,20 @@ def average_precision(detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]
                                               * precision[steps + 1]))
     result["mAP"] = float(np.mean([result[n] for n in CLASS_NAMES if n in result]))
     return result
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The command-line options both detector examples share (same defaults, same budget)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--steps", type=int, default=400, help="train steps per run (400)")
+    p.add_argument("--gamma", type=float, default=2.0, help="focal γ of a single run (2)")
+    p.add_argument("--alpha", type=float, default=0.25,
+                   help="α for positives (0.25); a negative value disables balancing")
+    p.add_argument("--seed", type=int, default=0, help="data, init and batch order (0)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam step, cosine decay")
+    p.add_argument("--train-images", type=int, default=1024, help="training set size (1024)")
+    p.add_argument("--eval-images", type=int, default=256, help="held-out set size (256)")
+    p.add_argument("--compare", action="store_true",
+                   help="train γ = 0 (cross-entropy) and γ = 2 (focal) on the same budget")
+    return p
