@@ -61,7 +61,7 @@ from .losses import (
     _prepare_sigmoid,
     _prepare_softmax,
     _reduce,
-    _shifted_exp,
+    _softmax_label_terms,
 )
 
 __all__ = ["sigmoid_focal_loss_value_and_grad", "softmax_focal_loss_value_and_grad"]
@@ -260,16 +260,8 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
     zero = constant(xp, 0.0, x)
     one = constant(xp, 1.0, x)
 
-    # the forward of losses._softmax_hard, keeping its intermediates
-    z, e = _shifted_exp(x, ax, xp=xp)
-    z_t = xp.sum(xp.where(mask, z, zero), axis=ax)
-    e_t = xp.sum(xp.where(mask, e, zero), axis=ax)
-    others = xp.sum(xp.where(mask, zero, e), axis=ax)
+    log_pt, q, (e, e_t, others) = _softmax_label_terms(x, mask, ax, xp=xp)
     total = e_t + others
-    likely = e_t >= others
-    ratio = others / xp.where(likely, e_t, one)
-    log_pt = -xp.where(likely, xp.log1p(ratio), xp.log(total) - z_t)
-    q = xp.where(likely, others / total, 1.0 - e_t / total)
     nll = -log_pt
     if gamma:
         m = _modulating(q, gamma, xp=xp)

@@ -492,23 +492,34 @@ def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
     return z, xp.exp(z) * (1.0 + err)
 
 
+def _softmax_label_terms(x: Array, mask: Array, axis: int, *, xp: Any
+                         ) -> tuple[Array, Array, tuple[Array, Array, Array]]:
+    """(log p_t, 1 − p_t, (e, e_t, others)) from logits, for integer labels.
+
+    Shared with :mod:`focal_array.gradients`, which needs the intermediates too.
+    """
+    zero = constant(xp, 0.0, x)
+    z, e = _shifted_exp(x, axis, xp=xp)
+    z_t = xp.sum(xp.where(mask, z, zero), axis=axis)
+    e_t = xp.sum(xp.where(mask, e, zero), axis=axis)
+    # mass of the other classes, summed apart so 1 − p_t keeps its relative accuracy
+    others = xp.sum(xp.where(mask, zero, e), axis=axis)
+    total = e_t + others
+    # −log p_t two ways, each free of cancellation in value and derivative where used:
+    # log1p(others / e_t) while p_t ≥ 1/2, log(e_t + others) − z_t below
+    likely = e_t >= others
+    ratio = others / xp.where(likely, e_t, constant(xp, 1.0, e_t))
+    log_pt = -xp.where(likely, xp.log1p(ratio), xp.log(total) - z_t)
+    q = xp.where(likely, others / total, 1.0 - e_t / total)
+    return log_pt, q, (e, e_t, others)
+
+
 def _softmax_hard(x: Array, mask: Array, axis: int, alpha_vec: Array | None, gamma: float,
                   from_logits: bool, *, xp: Any) -> Array:
     """−α_t (1 − p_t)^γ log p_t for integer labels (mask: one-hot along ``axis``)."""
     zero = constant(xp, 0.0, x)
     if from_logits:
-        z, e = _shifted_exp(x, axis, xp=xp)
-        z_t = xp.sum(xp.where(mask, z, zero), axis=axis)
-        e_t = xp.sum(xp.where(mask, e, zero), axis=axis)
-        # mass of the other classes, summed apart so 1 − p_t keeps its relative accuracy
-        others = xp.sum(xp.where(mask, zero, e), axis=axis)
-        total = e_t + others
-        # −log p_t two ways, each free of cancellation in value and derivative where used:
-        # log1p(others / e_t) while p_t ≥ 1/2, log(e_t + others) − z_t below
-        likely = e_t >= others
-        ratio = others / xp.where(likely, e_t, constant(xp, 1.0, e_t))
-        log_pt = -xp.where(likely, xp.log1p(ratio), xp.log(total) - z_t)
-        q = xp.where(likely, others / total, 1.0 - e_t / total)
+        log_pt, q, _ = _softmax_label_terms(x, mask, axis, xp=xp)
     else:
         p_t = xp.sum(xp.where(mask, x, zero), axis=axis)
         q = xp.sum(xp.where(mask, zero, x), axis=axis)
