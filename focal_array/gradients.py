@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _fused
 from ._namespace import constant
 from ._stable import exp_neg_abs, sigmoid_pair, softplus_pair
 from .losses import (
@@ -189,12 +190,20 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
     xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
         logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
         normalizer=normalizer, from_logits=True, label_smoothing=label_smoothing)
-    if xp.isdtype(targets.dtype, "bool") and not label_smoothing:
-        loss, grad = _sigmoid_hard_value_and_grad(x, targets, alpha=alpha, gamma=gamma, xp=xp)
+    hard = xp.isdtype(targets.dtype, "bool") and not label_smoothing
+    if hard:
+        y = targets
     else:
         y = xp.astype(targets, x.dtype)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    terms = _fused.sigmoid_focal_value_and_grad_elementwise(x, y, alpha=alpha, gamma=gamma,
+                                                            xp=xp)
+    if terms is not None:
+        loss, grad = terms
+    elif hard:
+        loss, grad = _sigmoid_hard_value_and_grad(x, y, alpha=alpha, gamma=gamma, xp=xp)
+    else:
         loss, grad = _sigmoid_soft_value_and_grad(x, y, alpha=alpha, gamma=gamma, xp=xp)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,
                        valid=None, loss_shape=tuple(loss.shape), like=loss)

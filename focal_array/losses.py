@@ -31,6 +31,7 @@ from typing import Any
 
 import array_api_compat
 
+from . import _fused
 from . import _validate as v
 from ._namespace import compute_dtype, constant, device_of, namespace, stop_gradient
 from ._stable import exp_neg_abs, one_hot_mask, sigmoid_pair, softplus_pair
@@ -229,8 +230,12 @@ def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: 
         y = xp.astype(targets, x.dtype)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-        loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma, from_logits=from_logits,
-                                    xp=xp)
+        loss = None
+        if from_logits:
+            loss = _fused.sigmoid_focal_elementwise(x, y, alpha=alpha, gamma=gamma, xp=xp)
+        if loss is None:
+            loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma,
+                                        from_logits=from_logits, xp=xp)
     return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                    valid=None, xp=xp)
 
@@ -263,8 +268,12 @@ def sigmoid_hard_elementwise(x: Array, positive: Array, *, alpha: float | None,
     The same numbers as the soft-target form at y ∈ {0, 1}, with each term selected by
     ``positive`` rather than multiplied by y and 1 − y: fewer operations, and it takes a
     boolean mask (e.g. ``arange(C) == labels[..., None]``) so no float target tensor is
-    ever formed. Shared with :mod:`focal_array.detection`.
+    ever formed. Shared with :mod:`focal_array.detection`. Runs the backend's fast path
+    (:mod:`focal_array._fused`) where it has one.
     """
+    fast = _fused.sigmoid_focal_elementwise(x, positive, alpha=alpha, gamma=gamma, xp=xp)
+    if fast is not None:
+        return fast
     nonneg, e = exp_neg_abs(x, xp=xp)
     sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
     loss = xp.where(positive, sp_neg, sp_pos)
