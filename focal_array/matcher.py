@@ -162,15 +162,39 @@ def _run(kernel: Callable[..., Any], xp: Any, *arrays: Any, **static: Any) -> An
 # --------------------------------------------------------------------------- core
 
 
+def _max_over_anchors(q: Any, xp: Any) -> Any:
+    """``xp.max(q, axis=-2)`` of a tall, narrow (..., A, G) matrix.
+
+    PyTorch's CPU kernel reduces such an outer axis several times slower than blocks of it:
+    there the rows are reduced in blocks of 512 first (the same maximum, exactly).
+    """
+    n = q.shape[-2]
+    block = 512
+    if not is_torch(xp) or n < 4 * block:
+        return xp.max(q, axis=-2)
+    m = n // block * block
+    head = xp.reshape(q[..., :m, :], (*q.shape[:-2], m // block, block, q.shape[-1]))
+    best = xp.max(xp.max(head, axis=-2), axis=-2)
+    return best if m == n else xp.maximum(best, xp.max(q[..., m:, :], axis=-2))
+
+
 def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol: float,
-                xp: Any) -> Any:
-    """Per-anchor match of a quality matrix (..., A, G); excluded gts already < 0."""
+                xp: Any, owned: bool = False) -> Any:
+    """Per-anchor match of a quality matrix (..., A, G); excluded gts already < 0.
+
+    ``owned``: ``q`` is this module's own temporary, free to be overwritten (NumPy and
+    PyTorch then spare a pass and an (..., A, G) boolean matrix).
+    """
     n_anchors, n_gts = q.shape[-2], q.shape[-1]
     if n_gts == 0:
         return xp.full(q.shape[:-1], BACKGROUND, dtype=_index_dtype(xp, q),
                        device=device_of(q))
-    best = xp.max(q, axis=-1)
+    fast = owned and (is_numpy(xp) or is_torch(xp))
     arg = xp.argmax(q, axis=-1)  # first maximum: ties go to the lowest gt index
+    if fast:  # the maximum is the value at the argmax: a gather instead of a pass
+        best = xp.take_along_axis(q, arg[..., None], axis=-1)[..., 0]
+    else:
+        best = xp.max(q, axis=-1)
     matched = xp.where(
         best >= constant(xp, high, q),
         arg,
@@ -178,7 +202,7 @@ def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol
                  _int_constant(xp, BACKGROUND, arg)),
     )
     if allow_low_quality and n_anchors > 0:
-        gt_best = xp.max(q, axis=-2)  # (..., G)
+        gt_best = _max_over_anchors(q, xp)  # (..., G)
         if tol > 0:
             tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
             threshold = xp.maximum(gt_best - constant(xp, tol, q), tiny)
@@ -187,7 +211,11 @@ def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol
         # a gt whose best quality is 0 (or that is excluded, < 0) claims nothing
         threshold = xp.where(gt_best > constant(xp, 0.0, q), threshold,
                              constant(xp, math.inf, q))
-        claimed = xp.any(q >= threshold[..., None, :], axis=-1)
+        if fast:  # q >= t  ⇔  q − t >= 0 exactly (IEEE, gradual underflow)
+            q = _inplace(q, "subtract", threshold[..., None, :], xp)
+            claimed = xp.max(q, axis=-1) >= constant(xp, 0.0, q)
+        else:
+            claimed = xp.any(q >= threshold[..., None, :], axis=-1)
         matched = xp.where(claimed, arg, matched)
     return matched
 
@@ -209,20 +237,42 @@ def _inplace(x: Any, op: str, y: Any, xp: Any) -> Any:
     return out_of_place(x, y)
 
 
+def _into(op: str, a: Any, b: Any, out: Any, xp: Any) -> Any:
+    """``xp.<op>(a, b)`` written into ``out``, a private temporary of the broadcast shape
+    and dtype, on NumPy and PyTorch; a new array elsewhere. Never a caller's array."""
+    if is_numpy(xp):
+        import numpy
+
+        return getattr(numpy, op)(a, b, out=out)
+    if is_torch(xp):
+        import torch
+
+        return getattr(torch, op)(a, b, out=out)
+    return getattr(xp, op)(a, b)
+
+
+def _clamp_min(x: Any, low: Any, xp: Any) -> Any:
+    """``max(x, low)`` for a 0-d ``low``, in place on a private temporary where possible."""
+    return _into("maximum", x, low, x, xp)
+
+
 def _anchor_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: float,
                     xp: Any) -> tuple[Any, Any]:
     """IoU (..., A, G) with excluded gts at -1, and the per-anchor crowd flag (or None).
 
-    Memory-lean: one (..., A, G) coordinate difference at a time, updated in place.
+    Memory-lean: three (..., A, G) float temporaries, updated in place; on NumPy and
+    PyTorch they are also reused through ``out=`` (every fresh matrix costs page faults).
     """
+    if is_torch(xp):  # integer matches only: no autograd through the out= writes below
+        anchors, gts = anchors.detach(), gts.detach()
     (ax1, ay1, ax2, ay2), (gx1, gy1, gx2, gy2) = _pairwise(anchors, gts)
     zero = constant(xp, 0.0, anchors)
-    w = _inplace(xp.minimum(ax2, gx2), "subtract", xp.maximum(ax1, gx1), xp)
-    w = xp.maximum(w, zero)
-    h = _inplace(xp.minimum(ay2, gy2), "subtract", xp.maximum(ay1, gy1), xp)
-    h = xp.maximum(h, zero)
+    t = xp.maximum(ax1, gx1)
+    w = _clamp_min(_inplace(xp.minimum(ax2, gx2), "subtract", t, xp), zero, xp)
+    u = xp.maximum(ay1, gy1)
+    h = _clamp_min(_inplace(_into("minimum", ay2, gy2, t, xp), "subtract", u, xp), zero, xp)
     inter = _inplace(w, "multiply", h, xp)
-    del w, h
+    del w, h, t
     area_a = _area(anchors, xp)
     in_crowd = None
     # with no gts at all there is no crowd region (and max over an empty axis is undefined)
@@ -230,10 +280,11 @@ def _anchor_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: floa
         crowd_inter = xp.max(xp.where(crowd[..., None, :], inter, zero), axis=-1)
         ioa = _safe_divide(crowd_inter, area_a, xp)
         in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & (crowd_inter > zero)
-    union = area_a[..., :, None] + _area(gts, xp)[..., None, :]
+    union = _into("add", area_a[..., :, None], _area(gts, xp)[..., None, :], u, xp)
+    del u
     union = _inplace(union, "subtract", inter, xp)
     # union == 0 only when inter == 0: then IoU = 0 / tiny = 0, never NaN
-    union = xp.maximum(union, constant(xp, xp.finfo(union.dtype).smallest_normal, union))
+    union = _clamp_min(union, constant(xp, xp.finfo(union.dtype).smallest_normal, union), xp)
     iou = _inplace(inter, "divide", union, xp)
     del union
     if ok is not None:
@@ -275,7 +326,7 @@ def _match_anchors_impl(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high:
         ok = ~crowd if ok is None else ok & ~crowd
     iou, in_crowd = _anchor_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
     matched = _match_core(iou, high=high, low=low, allow_low_quality=allow_low_quality,
-                          tol=tol, xp=xp)
+                          tol=tol, xp=xp, owned=True)
     if in_crowd is not None:
         not_positive = matched < _int_constant(xp, 0, matched)
         matched = xp.where(not_positive & in_crowd, _int_constant(xp, IGNORE, matched),

@@ -485,6 +485,29 @@ def test_bad_labels(xp):
         fm.assign_targets(a, a, labels, num_classes=0)
 
 
+@pytest.mark.parametrize("tie_tolerance", [0.0, 0.05])
+def test_many_anchors_equal_reference(xp, tie_tolerance):
+    # enough anchors for the blocked max over anchors (not a multiple of its block), on a
+    # grid with many exact IoU ties; padding and crowd gts in a batch of two
+    rng = np.random.default_rng(11)
+    anchors = _grid_boxes(rng, (5_003,), size=60, max_wh=20)
+    gts = _grid_boxes(rng, (2, 9), size=60, max_wh=20)
+    # a gt whose only (low-quality, IoU 1/3) overlap is the very last anchor
+    gts[0, 8], anchors[-1] = [100, 100, 110, 110], [105, 100, 115, 110]
+    valid = np.ones((2, 9), bool)
+    valid[1, 6:] = False
+    crowd = np.zeros((2, 9), bool)
+    crowd[0, 2] = True
+    kw = {"tie_tolerance": tie_tolerance}
+    expected = np.stack([ref.match_anchors(anchors, gts[b], valid[b], crowd[b], **kw)
+                         for b in range(2)])
+    assert (expected >= 0).sum() > 50 and (expected == IGNORE).sum() > 50
+    assert expected[0, -1] == 8
+    got = fm.match_anchors(f32(xp, anchors), f32(xp, gts), gt_valid=asarray(xp, valid),
+                           gt_crowd=asarray(xp, crowd), **kw)
+    check_ints(got, expected, xp)
+
+
 def test_iou_of_match_anchors_equals_box_iou(xp):
     # the memory-lean IoU inside the matcher agrees with the public box_iou
     rng = np.random.default_rng(3)
