@@ -59,7 +59,8 @@ def test_every_row_is_measured_or_says_why(quick_run):
         _check_status(row)
         if row["status"] == "measured":
             t = row["times_ms"]
-            assert len(t) == result["repeats"] and all(v > 0 for v in t)
+            assert len(t) == row["repeats"] and all(v > 0 for v in t)
+            assert row["warmups"] >= 1
             assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
             if not row["peer"]:
                 for ratio in row["ratios"].values():
@@ -103,6 +104,19 @@ def test_memory_and_accuracy_entries(quick_run):
         _check_status(a)
         if a["status"] == "measured":
             assert 0.0 <= a["max_rel_err"] and 0.0 <= a["frac_rel_err_gt_1e-5"] <= 1.0
+
+
+def test_dense_memory_row(quick_run):
+    # the "no (B, A, C) float target tensor" property is measured on JAX where installed
+    result, page, _ = quick_run
+    dense = [m for m in result["memory"] if m.get("workload") == "dense_b8"]
+    targets = [t for t in result["targets"] if t["workload"] == "dense_b8"]
+    assert len(targets) == 2 and all(t["limit"] == 1.0 for t in targets)
+    if _installed("jax"):
+        assert {m["mode"] for m in dense} == {"fwd", "fwd+bwd"}
+        assert all(m["status"] == "measured" and m["xla_temp_bytes"] >= 0 for m in dense)
+        assert all(t["met"] is not None for t in targets)
+    assert "| dense_b8 |" in page
 
 
 def test_targets_and_page(quick_run):
