@@ -194,7 +194,7 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
     if hard:
         y = targets
     else:
-        y = xp.astype(targets, x.dtype)
+        y = xp.astype(targets, x.dtype, copy=False)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
     terms = _fused.sigmoid_focal_value_and_grad_elementwise(x, y, alpha=alpha, gamma=gamma,

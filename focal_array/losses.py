@@ -208,7 +208,7 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
             lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
             "outside",
         )
-    x = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     return xp, x, alpha, gamma, label_smoothing
 
 
@@ -227,7 +227,7 @@ def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: 
         # 0/1 targets known from the dtype: select the terms instead of blending them
         loss = sigmoid_hard_elementwise(x, targets, alpha=alpha, gamma=gamma, xp=xp)
     else:
-        y = xp.astype(targets, x.dtype)
+        y = xp.astype(targets, x.dtype, copy=False)
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         loss = None
@@ -455,7 +455,7 @@ def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, 
         lambda: f"labels must be < num_classes = {num_classes} (negative labels are "
         f"ignored); found a label >= {num_classes}",
     )
-    x = xp.astype(logits, compute_dtype(xp, logits.dtype))
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     alpha_vec = _class_alpha(xp, alpha, num_classes, x)
     mask = one_hot_mask(labels, num_classes, axis=ax, xp=xp)
     return xp, x, ax, alpha_vec, gamma, label_smoothing, labels >= 0, mask
