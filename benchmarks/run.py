@@ -642,6 +642,7 @@ def timing_worker(backend: str, size_name: str, workloads: list[str], quick: boo
         import torch  # noqa: F401  (import cost outside the measurement)
     groups: list[dict] = []
     memory: list[dict] = []
+    durations: list[dict] = []
     for w in workloads:
         for mode in MODES:
             if backend == "numpy" and mode == "fwd+bwd" and w.startswith("match"):
@@ -664,10 +665,16 @@ def timing_worker(backend: str, size_name: str, workloads: list[str], quick: boo
             if backend == "jax" and w == "dense_b8":
                 memory.extend(dense_memory(cases, mode, size))
             del cases
-            print(f"[benchmarks] {backend} {w} {mode}: {time.perf_counter() - t_group:.1f} s",
-                  file=sys.stderr, flush=True)
+            seconds = time.perf_counter() - t_group
+            durations.append({"backend": backend, "workload": w, "mode": mode,
+                              "seconds": round(seconds, 1)})
+            print(f"[benchmarks] {backend} {w} {mode}: {seconds:.1f} s", file=sys.stderr,
+                  flush=True)
+    t_accuracy = time.perf_counter()
     accuracy = gradient_accuracy(backend, size["accuracy_shape"], quick)
-    return {"rows": groups, "accuracy": accuracy, "memory": memory}
+    durations.append({"backend": backend, "workload": "accuracy", "mode": "fwd+bwd",
+                      "seconds": round(time.perf_counter() - t_accuracy, 1)})
+    return {"rows": groups, "accuracy": accuracy, "memory": memory, "durations": durations}
 
 
 def plan(size: dict, workload: str) -> tuple[int, int]:
@@ -789,6 +796,9 @@ def _subprocess(args: list[str], backend: str, timeout: float) -> tuple[Any, str
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
+    for line in proc.stderr.splitlines():  # the worker's progress, after the fact
+        if line.startswith("[benchmarks]"):
+            print(line, file=sys.stderr, flush=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -980,12 +990,13 @@ MEMORY_IMPLS = {
 
 def run_all(size_name: str, workloads: list[str], backends: list[str], quick: bool,
             memory: bool, timeout: float) -> dict:
+    t_start = time.perf_counter()
     result: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "date": datetime.datetime.now().astimezone().isoformat(
             timespec="seconds"),
         "size": size_name, "quick": quick, "repeats": SIZES[size_name]["repeats"],
         "workloads": workloads, "machine": machine(), "rows": [], "memory": [],
-        "accuracy": [],
+        "accuracy": [], "durations": [],
         "method": "interleaved repeats after warm-up; ratios pair by pair; one process per "
                   "backend; memory in a fresh process per implementation",
     }
@@ -1008,6 +1019,7 @@ def run_all(size_name: str, workloads: list[str], backends: list[str], quick: bo
         result["rows"].extend(res["rows"])
         result["accuracy"].extend(res["accuracy"])
         result["memory"].extend(res.get("memory", []))
+        result["durations"].extend(res.get("durations", []))
         if memory and "sigmoid_1img" in workloads:
             extra = MEMORY_IMPLS.get(backend + "+", {})
             plans = [(m, i) for m, i in MEMORY_IMPLS[backend].items()]
@@ -1018,13 +1030,18 @@ def run_all(size_name: str, workloads: list[str], backends: list[str], quick: bo
                 for impl in impls[:1] if quick else impls:
                     print(f"[benchmarks] memory {backend} {mode} {impl} ...", file=sys.stderr,
                           flush=True)
+                    t_memory = time.perf_counter()
                     m, why = _subprocess(["--worker", "memory", "--backend", backend,
                                           "--impl", impl, "--mode", mode, "--size", size_name]
                                          + (["--quick"] if quick else []), backend, timeout)
                     result["memory"].append(m if m is not None else {
                         "backend": backend, "impl": impl, "mode": mode, "status": "missing",
                         "reason": why})
+                    result["durations"].append({
+                        "backend": backend, "workload": "memory", "mode": mode,
+                        "seconds": round(time.perf_counter() - t_memory, 1)})
     result["targets"] = evaluate_targets(result)
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
     return result
 
 
@@ -1059,6 +1076,18 @@ def table_lines(result: dict) -> list[str]:
     return lines
 
 
+def run_time_lines(result: dict) -> list[str]:
+    """Wall time of the run and seconds per workload (all backends and modes together)."""
+    if "wall_s" not in result:
+        return []
+    per: dict[str, float] = {}
+    for d in result.get("durations", []):
+        per[d["workload"]] = per.get(d["workload"], 0.0) + d["seconds"]
+    parts = ", ".join(f"{w} {v:.0f} s" for w, v in per.items())
+    return [f"- **Run time:** {result['wall_s'] / 60:.1f} min in all ({parts}; the rest is "
+            "process start-up and input generation)."]
+
+
 def heavy_note(result: dict) -> str:
     """The workloads timed with fewer warm-ups/repeats (their calls take seconds)."""
     plans = {}
@@ -1090,6 +1119,7 @@ def markdown(result: dict) -> str:
         "throughout; sigmoid targets are 0/1 float32 with 1% "
         "positives (\"bool targets\" rows pass the same targets as a boolean mask); losses "
         "are summed; fwd+bwd is the loss and its gradient.",
+        *run_time_lines(result),
         "- **Caveat:** this machine was shared with other jobs while measuring: absolute "
         "times are noisy. The ratios are computed pair by pair within one run (each repeat "
         "of focal_array against the same repeat of the peer), which cancels most of the "

@@ -38,9 +38,11 @@ def _installed(name: str) -> bool:
 def test_top_level_schema(quick_run):
     result, _, _ = quick_run
     for key in ("schema", "date", "size", "quick", "repeats", "workloads", "machine", "rows",
-                "memory", "accuracy", "targets", "method"):
+                "memory", "accuracy", "targets", "method", "durations", "wall_s"):
         assert key in result, key
     assert result["schema"] == 1 and result["quick"] is True and result["size"] == "quick"
+    assert result["wall_s"] > 0 and result["durations"]
+    assert all(d["seconds"] >= 0 and d["workload"] for d in result["durations"])
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
     assert result["rows"] and result["targets"]
 
@@ -128,7 +130,7 @@ def test_targets_and_page(quick_run):
             assert t["note"], t
     assert page.startswith("# Benchmarks")
     assert result["date"] in page and result["machine"]["cpu"] in page
-    assert "| target |" in page and "target:" in stdout
+    assert "| target |" in page and "target:" in stdout and "**Run time:**" in page
 
 
 def test_script_form_help():
