@@ -13,7 +13,7 @@ on CPU, and this module removes both:
       e_+ = e^{\min(x, 0)},\quad e_- = e^{\min(-x, 0)},\quad
       p = \frac{e_+}{e_+ + e_-},\quad s = 1 - p = \frac{e_-}{e_+ + e_-},
 
-      \mathrm{softplus}(\pm x) = \max(\pm x, 0) + \log1p(e_+ e_-).
+      \mathrm{softplus}(\pm x) = \max(\pm x, 0) + \log1p(\min(e_+, e_-)).
 
   One of :math:`e_\pm` is exactly 1 and the other is :math:`e^{-|x|}`, so these are the
   numbers the generic formula computes from :math:`e^{-|x|}`, bit for bit. For 0/1
@@ -56,13 +56,20 @@ def _modulating(q: Array, gamma: float, c: Any) -> Array:
     return jnp.power(jnp.maximum(q, c(jnp.finfo(q.dtype).smallest_normal)), c(gamma))
 
 
-def _sigmoid_softplus(z: Array, c: Any) -> tuple[Array, Array, Array, Array]:
-    """(σ(z), σ(−z), softplus(z), softplus(−z)), without a select."""
+def _sigmoid_softplus(z: Array, c: Any, *, differentiable: bool
+                      ) -> tuple[Array, Array, Array, Array]:
+    """(σ(z), σ(−z), softplus(z), softplus(−z)), without a select.
+
+    e^−|z| is min(e₊, e₋) (one of them is 1) where the result is never differentiated by
+    autodiff: XLA would rewrite the product e₊·e₋ as a third exp. The product is kept where
+    autodiff differentiates these terms: at |z| below float rounding both factors are 1,
+    and min's derivative, split at the tie, would be half the true one.
+    """
     zero = c(0.0)
     ep = jnp.exp(jnp.minimum(z, zero))
     en = jnp.exp(jnp.minimum(-z, zero))
     inv = c(1.0) / (ep + en)
-    log1p_e = jnp.log1p(ep * en)
+    log1p_e = jnp.log1p(ep * en if differentiable else jnp.minimum(ep, en))
     return ep * inv, en * inv, jnp.maximum(z, zero) + log1p_e, jnp.maximum(-z, zero) + log1p_e
 
 
@@ -77,26 +84,31 @@ def _hard_terms(x: Array, positive: Array, alpha: float | None, gamma: float,
     # not take (it then materializes several full-size arrays); the barrier keeps one
     # float copy of the mask instead
     y = jax.lax.optimization_barrier(positive.astype(x.dtype))
+    if not with_grad:  # the 0/1 blend: the very numbers of 0/1 floating targets
+        return _soft_loss(x, y, c(1.0) - y, alpha, gamma, c), None
     sign = c(1.0) - c(2.0) * y  # −1 for positives, +1 for negatives
-    q, r, bce, _ = _sigmoid_softplus(sign * x, c)  # q = 1 − p_t, r = p_t, bce = softplus(z)
+    # q = 1 − p_t, r = p_t, bce = softplus(z)
+    q, r, bce, _ = _sigmoid_softplus(sign * x, c, differentiable=True)
     if gamma:
         m = _modulating(q, gamma, c)
         loss = m * bce
-        dz = m * (c(gamma) * r * bce + q) if with_grad else None
+        dz = m * (c(gamma) * r * bce + q)
     else:
-        loss, dz = bce, (q if with_grad else None)
+        loss, dz = bce, q
     if alpha is not None:
         at = c(alpha) * y + c(1.0 - alpha) * (c(1.0) - y)  # exactly α or 1 − α
         loss = at * loss
-        dz = None if dz is None else at * dz
-    return loss, (None if dz is None else sign * dz)
+        dz = at * dz
+    return loss, sign * dz
 
 
 def _soft_terms(x: Array, y: Array, alpha: float | None, gamma: float,
                 with_grad: bool, c: Any) -> tuple[Array, Array | None]:
     """ℓ (and dℓ/dx) for targets y ∈ [0, 1], the formula of :mod:`focal_array.gradients`."""
     hard_neg = c(1.0) - y
-    p, s, sp_pos, sp_neg = _sigmoid_softplus(x, c)
+    if not with_grad:
+        return _soft_loss(x, y, hard_neg, alpha, gamma, c), None
+    p, s, sp_pos, sp_neg = _sigmoid_softplus(x, c, differentiable=True)
     bce = y * sp_neg + hard_neg * sp_pos
     dbce = (hard_neg * p - y * s) if with_grad else None
     grad = None
@@ -116,9 +128,30 @@ def _soft_terms(x: Array, y: Array, alpha: float | None, gamma: float,
     return loss, grad
 
 
+def _soft_loss(x: Array, y: Array, hard_neg: Array, alpha: float | None, gamma: float,
+               c: Any) -> Array:
+    """The loss alone, blended before dividing: one division and no σ pair (at y ∈ {0, 1}
+    the same numbers as :func:`_soft_terms`' form; between, the same to rounding)."""
+    zero = c(0.0)
+    ep = jnp.exp(jnp.minimum(x, zero))
+    en = jnp.exp(jnp.minimum(-x, zero))
+    log1p_e = jnp.log1p(jnp.minimum(ep, en))  # log1p(e^−|x|): see _sigmoid_softplus
+    bce = y * jnp.maximum(-x, zero) + hard_neg * jnp.maximum(x, zero) + log1p_e
+    loss = bce
+    if gamma:
+        loss = _modulating((y * en + hard_neg * ep) / (ep + en), gamma, c) * loss
+    if alpha is not None:
+        loss = (c(alpha) * y + c(1.0 - alpha) * hard_neg) * loss
+    return loss
+
+
 def _terms(x: Array, y: Array, alpha: float | None, gamma: float, with_grad: bool,
            c: Any = _plain) -> tuple[Array, Array | None]:
-    """(ℓ, dℓ/dx or None); ``c`` makes the formula's constants (see :func:`_loss_jvp`)."""
+    """(ℓ, dℓ/dx or None); ``c`` makes the formula's constants (see :func:`_loss_jvp`).
+
+    With ``with_grad=False`` the loss is in a form autodiff must not differentiate (only
+    :func:`_loss`, whose derivative is its custom rule, uses it); with ``with_grad=True``
+    both outputs are differentiable, for higher-order derivatives."""
     if y.dtype == jnp.bool_:
         return _hard_terms(x, y, alpha, gamma, with_grad, c)
     return _soft_terms(x, y, alpha, gamma, with_grad, c)
@@ -133,7 +166,7 @@ def _loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents: tuple
               ) -> tuple[Array, Array]:
     x, y = primals
     x_dot, y_dot = tangents
-    loss = _terms(x, y, alpha, gamma, with_grad=False)[0]
+    loss = _loss(x, y, alpha, gamma)  # its own rule again, should this rule be differentiated
     # The gradient is computed from its own copies of the inputs and of the constants.
     # Shared with the loss's reduction, XLA:CPU would materialize them at full size
     # (broadcast constants, intermediates) between the two loops; kept apart, the loss

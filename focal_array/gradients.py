@@ -212,7 +212,7 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
         grad = xp.broadcast_to(grad, tuple(logits.shape))
     value = _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                     valid=None, xp=xp)
-    return value, xp.astype(grad, logits.dtype)
+    return value, xp.astype(grad, logits.dtype, copy=False)
 
 
 def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha: Any = None,
@@ -295,4 +295,4 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
     grad = k * xp.where(mask, -one, share)
     value = _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                     valid=valid, xp=xp)
-    return value, xp.astype(grad, logits.dtype)
+    return value, xp.astype(grad, logits.dtype, copy=False)
