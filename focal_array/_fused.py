@@ -27,7 +27,8 @@ from typing import Any
 
 from ._namespace import is_jax, is_numpy, is_torch
 
-__all__ = ["ENABLED", "sigmoid_focal_elementwise", "sigmoid_focal_value_and_grad_elementwise"]
+__all__ = ["ENABLED", "sigmoid_focal_elementwise", "sigmoid_focal_labels_elementwise",
+           "sigmoid_focal_value_and_grad_elementwise"]
 
 #: Set to False to run the generic ``xp`` formula on every backend.
 ENABLED = True
@@ -73,3 +74,19 @@ def sigmoid_focal_value_and_grad_elementwise(x: Any, y: Any, *, alpha: float | N
     if backend is None:
         return None
     return backend.sigmoid_focal_value_and_grad(x, y, alpha=alpha, gamma=gamma)
+
+
+def sigmoid_focal_labels_elementwise(x: Any, labels: Any, *, alpha: float | None, gamma: float,
+                                     xp: Any) -> Any:
+    """The elementwise loss of ``(..., C)`` logits against integer ``labels`` ``(...)``
+    (targets: the labels' one-hot, none for a label outside [0, C)), or None.
+
+    For backends whose compiler would materialize the boolean mask
+    ``labels[..., None] == arange(C)`` at full size (JAX on CPU); elsewhere None, and the
+    caller passes that mask to :func:`sigmoid_focal_elementwise`.
+    """
+    backend = _backend(xp)
+    fast = getattr(backend, "sigmoid_focal_labels", None)
+    if fast is None:
+        return None
+    return fast(x, labels, alpha=alpha, gamma=gamma)

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["sigmoid_focal", "sigmoid_focal_value_and_grad"]
+__all__ = ["sigmoid_focal", "sigmoid_focal_labels", "sigmoid_focal_value_and_grad"]
 
 Array = Any
 
@@ -79,11 +79,18 @@ def _plain(value: float) -> float:
 
 def _hard_terms(x: Array, positive: Array, alpha: float | None, gamma: float,
                 with_grad: bool, c: Any) -> tuple[Array, Array | None]:
-    """ℓ (and dℓ/dx) for a boolean mask of positives, through z = (1 − 2y) x."""
+    """ℓ (and dℓ/dx) for a boolean mask of positives."""
     # XLA rewrites float(mask) · constant into selects, which its fused CPU reductions do
     # not take (it then materializes several full-size arrays); the barrier keeps one
     # float copy of the mask instead
     y = jax.lax.optimization_barrier(positive.astype(x.dtype))
+    return _01_terms(x, y, alpha, gamma, with_grad, c)
+
+
+def _01_terms(x: Array, y: Array, alpha: float | None, gamma: float, with_grad: bool,
+              c: Any) -> tuple[Array, Array | None]:
+    """ℓ (and dℓ/dx) for floating targets known to be exactly 0 or 1, through
+    z = (1 − 2y) x: q = σ(z), p_t = σ(−z), BCE = softplus(z)."""
     if not with_grad:  # the 0/1 blend: the very numbers of 0/1 floating targets
         return _soft_loss(x, y, c(1.0) - y, alpha, gamma, c), None
     sign = c(1.0) - c(2.0) * y  # −1 for positives, +1 for negatives
@@ -171,8 +178,8 @@ def _loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents: tuple
     # Shared with the loss's reduction, XLA:CPU would materialize them at full size
     # (broadcast constants, intermediates) between the two loops; kept apart, the loss
     # reduces in one fused loop and the gradient is one more.
-    xb, yb, unit = jax.lax.optimization_barrier((x, y, jnp.ones((), x.dtype)))
-    grad = _terms(xb, yb, alpha, gamma, with_grad=True, c=lambda value: unit * value)[1]
+    xb, unit = jax.lax.optimization_barrier((x, jnp.ones((), x.dtype)))
+    grad = _terms(xb, y, alpha, gamma, with_grad=True, c=lambda value: unit * value)[1]
     out_dot = jnp.zeros_like(loss) if type(x_dot) is SymbolicZero else grad * x_dot
     if type(y_dot) is not SymbolicZero:
         from .losses import _sigmoid_elementwise
@@ -186,6 +193,47 @@ def _loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents: tuple
 
 
 _loss.defjvp(_loss_jvp, symbolic_zeros=True)
+
+
+def _one_hot(labels: Array, num_classes: int, dtype: Any, c: Any) -> Array:
+    """max(1 − |label − k|, 0): the one-hot of integer labels (none for a label outside
+    [0, C)) as arithmetic, which XLA:CPU fuses into the loss's reduction (a compare and
+    a select it would materialize at full size)."""
+    diff = labels.astype(dtype)[..., None] - jnp.arange(num_classes, dtype=dtype)
+    return jnp.maximum(c(1.0) - jnp.abs(diff), c(0.0))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _labels_loss(x: Array, labels: Array, alpha: float | None, gamma: float) -> Array:
+    y = _one_hot(labels, x.shape[-1], x.dtype, _plain)
+    return _01_terms(x, y, alpha, gamma, False, _plain)[0]
+
+
+def _labels_loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents: tuple
+                     ) -> tuple[Array, Array]:
+    x, labels = primals
+    loss = _labels_loss(x, labels, alpha, gamma)
+    if type(tangents[0]) is SymbolicZero:
+        return loss, jnp.zeros_like(loss)
+    # as in _loss_jvp; the one-hot is rebuilt from the labels on the gradient's side too
+    xb, lb, unit = jax.lax.optimization_barrier((x, labels, jnp.ones((), x.dtype)))
+
+    def c(value: float) -> Array:
+        return unit * value
+
+    y = _one_hot(lb, x.shape[-1], x.dtype, c)
+    return loss, _01_terms(xb, y, alpha, gamma, True, c)[1] * tangents[0]
+
+
+_labels_loss.defjvp(_labels_loss_jvp, symbolic_zeros=True)
+
+
+def sigmoid_focal_labels(x: Array, labels: Array, *, alpha: float | None, gamma: float
+                         ) -> Array:
+    """Elementwise sigmoid focal loss of (..., C) logits against integer class labels
+    (...): the targets are the labels' one-hot (none for labels outside [0, C)), never
+    formed as a tensor. Custom JVP, as :func:`sigmoid_focal`."""
+    return _labels_loss(x, labels, alpha, gamma)
 
 
 def sigmoid_focal(x: Array, y: Array, *, alpha: float | None, gamma: float) -> Array:

@@ -15,6 +15,7 @@ from typing import Any
 
 import array_api_compat
 
+from . import _fused
 from . import _validate as v
 from ._namespace import (
     compute_dtype,
@@ -315,10 +316,13 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                                            neg_pos_ratio=neg_pos_ratio,
                                            min_negatives=min_negatives)
     else:
-        classes = xp.arange(c, dtype=labels.dtype, device=device_of(labels))
-        is_class = xp.expand_dims(labels, axis=-1) == classes  # background/ignored: no True
-        per_elem = sigmoid_hard_elementwise(x, is_class, alpha=alpha,
-                                            gamma=gamma if loss == "focal" else 0.0, xp=xp)
+        g = gamma if loss == "focal" else 0.0
+        per_elem = _fused.sigmoid_focal_labels_elementwise(x, labels, alpha=alpha, gamma=g,
+                                                           xp=xp)
+        if per_elem is None:
+            classes = xp.arange(c, dtype=labels.dtype, device=device_of(labels))
+            is_class = xp.expand_dims(labels, axis=-1) == classes  # background/ignored: none
+            per_elem = sigmoid_hard_elementwise(x, is_class, alpha=alpha, gamma=g, xp=xp)
         per_anchor = xp.sum(per_elem, axis=-1)
         counted = labels != xp.asarray(IGNORE, dtype=labels.dtype, device=device_of(labels))
     cls_per_image = xp.sum(xp.where(counted, per_anchor, fzero), axis=-1)

@@ -157,3 +157,55 @@ def test_gradient_pass_keeps_no_full_size_intermediates():
         extra = mem.temp_size_in_bytes + mem.output_size_in_bytes
         limit = 2 if y.dtype == jnp.bool_ else 1  # bool: one float copy of the mask
         assert extra <= limit * x.nbytes + 4096, (y.dtype, extra / x.nbytes)
+
+
+def test_labels_path_equals_the_boolean_mask(generic):
+    c = 8
+    labels = jnp.asarray(np.array([[0, 3, 7, -1, -2, 5, 8, 1]]).repeat(8, axis=0))
+    mask = labels[..., None] == jnp.arange(c)  # label 8 (≥ C) and negatives: no class
+    x = jnp.asarray(np.broadcast_to(X, (8, 8, c)) * np.float32(0.7))
+    for gamma, alpha in ((2.0, 0.25), (0.5, None), (0.0, 0.25)):
+        def by_labels(z, gamma=gamma, alpha=alpha):
+            return _fused.sigmoid_focal_labels_elementwise(z, labels, alpha=alpha,
+                                                           gamma=gamma, xp=jnp)
+
+        def by_mask(z, gamma=gamma, alpha=alpha):
+            return fa.sigmoid_focal_loss(z, mask, gamma=gamma, alpha=alpha)
+
+        loss, g = jax.jit(jax.value_and_grad(lambda z, f=by_labels: jnp.sum(f(z))))(x)
+        want, want_g = generic(jax.value_and_grad(lambda z, f=by_mask: jnp.sum(f(z))), x)
+        np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(want_g), rtol=2e-6, atol=TINY)
+        np.testing.assert_array_equal(np.asarray(by_labels(x)), np.asarray(by_mask(x)))
+        xm = jnp.clip(x[0], -20, 20)
+        h = jax.vmap(jax.vmap(jax.grad(jax.grad(
+            lambda s, t, gamma=gamma, alpha=alpha: fa.sigmoid_focal_loss(
+                s, t, gamma=gamma, alpha=alpha)))))
+        first = jax.grad(lambda s, f=by_labels: jnp.sum(f(s)))
+        hl = jax.grad(lambda z, d=first: jnp.sum(d(z)))(jnp.broadcast_to(xm, x.shape))[0]
+        np.testing.assert_allclose(np.asarray(hl), np.asarray(generic(h, xm, mask[0])),
+                                   rtol=1e-4, atol=TINY)
+
+
+def test_dense_detection_loss_forms_no_full_size_class_tensor():
+    # the classification term reads the (B, A, C) logits and writes the gradient; nothing
+    # else of that size (a one-hot target, a mask, an intermediate) is kept by XLA
+    from focal_array.detection import dense_detection_loss
+
+    b, a, c = 2, 4096, 64
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 400, (a, 2)).astype(np.float32)
+    anchors = jnp.asarray(np.concatenate([xy, xy + 32], axis=1))
+    gts = jnp.asarray(np.tile(np.array([[[10, 10, 60, 60]]], np.float32), (b, 1, 1)))
+    labels = jnp.ones((b, 1), jnp.int32)
+    logits = jnp.asarray(rng.normal(size=(b, a, c)).astype(np.float32))
+    deltas = jnp.zeros((b, a, 4), jnp.float32)
+
+    def total(lg, dl):
+        return dense_detection_loss(lg, dl, anchors, gts, labels)["total"]
+
+    for fn in (total, jax.value_and_grad(total, argnums=(0, 1))):
+        mem = jax.jit(fn).lower(logits, deltas).compile().memory_analysis()
+        if mem is None:
+            pytest.skip("this jaxlib reports no memory analysis")
+        assert mem.temp_size_in_bytes < logits.nbytes // 2, mem.temp_size_in_bytes / logits.nbytes
