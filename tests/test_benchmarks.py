@@ -113,12 +113,36 @@ def test_dense_memory_row(quick_run):
     result, page, _ = quick_run
     dense = [m for m in result["memory"] if m.get("workload") == "dense_b8"]
     targets = [t for t in result["targets"] if t["workload"] == "dense_b8"]
-    assert len(targets) == 2 and all(t["limit"] == 1.0 for t in targets)
+    assert len(targets) == 2 and all(t["limit"] == 0 for t in targets)
     if _installed("jax"):
         assert {m["mode"] for m in dense} == {"fwd", "fwd+bwd"}
         assert all(m["status"] == "measured" and m["xla_temp_bytes"] >= 0 for m in dense)
+        assert all(isinstance(m["bac_temporaries"], int) for m in dense)
         assert all(t["met"] is not None for t in targets)
     assert "| dense_b8 |" in page
+
+
+def test_full_size_temporaries_reads_the_entry_computation():
+    from benchmarks.run import _full_size_temporaries
+
+    hlo = """HloModule m
+
+%fused (p: f32[2,3,4]) -> f32[2,3,4] {
+  %p = f32[2,3,4]{2,1,0} parameter(0)
+  ROOT %n = f32[2,3,4]{2,1,0} negate(%p)
+}
+
+ENTRY %main (x: f32[2,3,4]) -> (f32[], f32[2,3,4]) {
+  %x = f32[2,3,4]{2,1,0} parameter(0)
+  %mask = pred[2,3,4]{2,1,0} fusion(%x), kind=kLoop, calls=%fused
+  %other = f32[2,3,5]{2,1,0} fusion(%x), kind=kLoop, calls=%fused
+  %grad = f32[2,3,4]{2,1,0} fusion(%x, %mask), kind=kLoop, calls=%fused
+  %sum = f32[] reduce(%grad), dimensions={0,1,2}
+  ROOT %t = (f32[], f32[2,3,4]{2,1,0}) tuple(%sum, %grad)
+}
+"""
+    # the parameter and the output are not temporaries; the mask is (any element type)
+    assert _full_size_temporaries(hlo, (2, 3, 4)) == ["mask"]
 
 
 def test_targets_and_page(quick_run):
