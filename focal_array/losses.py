@@ -98,12 +98,23 @@ def _check_logits(xp: Any, logits: Any, from_logits: bool, name: str) -> None:
     if not from_logits:
         v.eager_check(
             [logits],
-            lambda: xp.any((logits < 0) | (logits > 1)),
+            lambda: _outside_unit_interval(logits, xp=xp),
             lambda: (
                 f"with from_logits=False, {name} must hold probabilities in [0, 1]; "
                 "found values outside (pass from_logits=True for logits)"
             ),
         )
+
+
+def _outside_unit_interval(a: Array, *, xp: Any) -> Any:
+    """True where some value of ``a`` is outside [0, 1] (NaN is not), as a 0-d bool array.
+
+    Two reductions: the elementwise ``(a < 0) | (a > 1)`` would write three full-size
+    boolean arrays per call.
+    """
+    if math.prod(a.shape) == 0:
+        return xp.asarray(False)
+    return (xp.min(a) < 0) | (xp.max(a) > 1)
 
 
 # --------------------------------------------------------------------------- reductions
@@ -204,7 +215,7 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
     if not xp.isdtype(targets.dtype, "bool"):
         v.eager_check(
             [targets],
-            lambda: xp.any((targets < 0) | (targets > 1)),
+            lambda: _outside_unit_interval(targets, xp=xp),
             lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
             "outside",
         )
