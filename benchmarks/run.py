@@ -1234,6 +1234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", action="store_true",
                    help="also write the markdown page to docs/benchmarks.md")
     p.add_argument("--notes", help="markdown file appended to the page as its closing note")
+    p.add_argument("--from-json", metavar="RESULTS_JSON",
+                   help="measure nothing: render the page again from a results.json (e.g. "
+                        "with new --notes)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds allowed per worker process")
     p.add_argument("--worker", choices=("time", "memory"), help=argparse.SUPPRESS)
@@ -1259,8 +1262,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_worker(args.backend, args.impl, args.mode, size_name,
                                        args.quick)))
         return 0
-    result = run_all(size_name, workloads, [b for b in args.backends.split(",") if b],
-                     args.quick, not args.no_memory, args.timeout)
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = json.load(f)
+    else:
+        result = run_all(size_name, workloads, [b for b in args.backends.split(",") if b],
+                         args.quick, not args.no_memory, args.timeout)
     if args.notes:
         with open(args.notes) as f:
             result["notes"] = f.read()

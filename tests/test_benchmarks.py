@@ -162,3 +162,21 @@ def test_script_form_help():
                            "--help"], capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+def test_page_renders_again_from_json_with_new_notes(quick_run, tmp_path):
+    result, page, _ = quick_run
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(result))
+    notes = tmp_path / "notes.md"
+    notes.write_text("Closing note: rendered again, nothing measured.\n")
+    out = tmp_path / "again"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--from-json", str(src),
+                           "--notes", str(notes), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = (out / "benchmarks.md").read_text()
+    assert "Closing note: rendered again, nothing measured." in again
+    # the measured part of the page is the same
+    assert again.split("## Timings")[1][:2000] == page.split("## Timings")[1][:2000]
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
