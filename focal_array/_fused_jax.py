@@ -69,7 +69,9 @@ def _sigmoid_softplus(z: Array, c: Any, *, differentiable: bool
     ep = jnp.exp(jnp.minimum(z, zero))
     en = jnp.exp(jnp.minimum(-z, zero))
     inv = c(1.0) / (ep + en)
-    log1p_e = jnp.log1p(ep * en if differentiable else jnp.minimum(ep, en))
+    # (e₊ · c(1)) · e₋: on the gradient's side c(1) is opaque to XLA, which then keeps the
+    # product rather than making it a third exp
+    log1p_e = jnp.log1p(ep * c(1.0) * en if differentiable else jnp.minimum(ep, en))
     return ep * inv, en * inv, jnp.maximum(z, zero) + log1p_e, jnp.maximum(-z, zero) + log1p_e
 
 
