@@ -1147,10 +1147,10 @@ def markdown(result: dict) -> str:
         "positives (\"bool targets\" rows pass the same targets as a boolean mask); losses "
         "are summed; fwd+bwd is the loss and its gradient.",
         *run_time_lines(result),
-        "- **Caveat:** this machine was shared with other jobs while measuring: absolute "
-        "times are noisy. The ratios are computed pair by pair within one run (each repeat "
-        "of focal_array against the same repeat of the peer), which cancels most of the "
-        "load; read the min–max ranges before trusting a difference under ~15%.",
+        "- **Caveat:** the machine may be shared with other jobs (see the load average): "
+        "absolute times are noisy. The ratios are computed pair by pair within one run "
+        "(each repeat of focal_array against the same repeat of the peer), which cancels "
+        "most of the load; read the min–max ranges before trusting a difference under ~15%.",
         "- **GPU:** no accelerator was lent to this run, so no HBM-bandwidth fraction is "
         "reported.",
         "",
