@@ -170,11 +170,9 @@ def train(*, steps: int, gamma: float, alpha: float | None = 0.25, seed: int = 0
         losses.append(float(stats["loss"]))
         per_positive.append(float(stats["per_positive"]))
         if verbose and (i % log_every == 0 or i == steps - 1):
-            print(f"  γ={gamma:g} step {i:4d}  loss {losses[-1]:.4f}  "
-                  f"(cls {float(stats['classification']):.4f}, "
-                  f"box {float(stats['box_regression']):.4f}, "
-                  f"positives {int(stats['num_positives'])}, EMA {float(ema):.1f})",
-                  flush=True)
+            synthetic.log_step(gamma, i, losses[-1], float(stats["classification"]),
+                               float(stats["box_regression"]), int(stats["num_positives"]),
+                               float(ema))
     seconds = time.perf_counter() - start
     after = float(probe_loss(params))
     if verbose:

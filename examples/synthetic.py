@@ -271,3 +271,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true",
                    help="train γ = 0 (cross-entropy) and γ = 2 (focal) on the same budget")
     return p
+
+
+def log_step(gamma: float, step: int, loss: float, classification: float,
+             box_regression: float, positives: int, ema: float) -> None:
+    """One line of a training loop's progress (both detector examples print the same)."""
+    print(f"  γ={gamma:g} step {step:4d}  loss {loss:.4f}  (cls {classification:.4f}, "
+          f"box {box_regression:.4f}, positives {positives}, EMA {ema:.1f})", flush=True)

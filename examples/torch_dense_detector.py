@@ -165,11 +165,9 @@ def train(*, steps: int, gamma: float, alpha: float | None = 0.25, seed: int = 0
         losses.append(loss.item())
         per_positive.append(stats["per_positive"].item())
         if verbose and (i % log_every == 0 or i == steps - 1):
-            print(f"  γ={gamma:g} step {i:4d}  loss {losses[-1]:.4f}  "
-                  f"(cls {stats['classification'].item():.4f}, "
-                  f"box {stats['box_regression'].item():.4f}, "
-                  f"positives {int(stats['num_positives'].item())}, EMA {ema.item():.1f})",
-                  flush=True)
+            synthetic.log_step(gamma, i, losses[-1], stats["classification"].item(),
+                               stats["box_regression"].item(),
+                               int(stats["num_positives"].item()), ema.item())
     seconds = time.perf_counter() - start
     after = probe_loss()
     if verbose:

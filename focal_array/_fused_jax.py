@@ -156,7 +156,7 @@ def _soft_loss(x: Array, y: Array, hard_neg: Array, alpha: float | None, gamma: 
 
 def _terms(x: Array, y: Array, alpha: float | None, gamma: float, with_grad: bool,
            c: Any = _plain) -> tuple[Array, Array | None]:
-    """(ℓ, dℓ/dx or None); ``c`` makes the formula's constants (see :func:`_loss_jvp`).
+    """(ℓ, dℓ/dx or None); ``c`` makes the formula's constants (see :func:`_apart`).
 
     With ``with_grad=False`` the loss is in a form autodiff must not differentiate (only
     :func:`_loss`, whose derivative is its custom rule, uses it); with ``with_grad=True``
@@ -164,6 +164,22 @@ def _terms(x: Array, y: Array, alpha: float | None, gamma: float, with_grad: boo
     if y.dtype == jnp.bool_:
         return _hard_terms(x, y, alpha, gamma, with_grad, c)
     return _soft_terms(x, y, alpha, gamma, with_grad, c)
+
+
+def _apart(*arrays: Array) -> tuple[tuple[Array, ...], Any]:
+    """Copies of ``arrays`` and a maker of constants, for the gradient's side of a rule.
+
+    Shared with the loss's reduction, its inputs, broadcast constants and intermediates
+    would be materialized by XLA:CPU at full size between the two loops; behind an
+    optimization barrier (constants as multiples of a barrier-opaque 1) the loss reduces
+    in one fused loop and the gradient is one more.
+    """
+    *copies, unit = jax.lax.optimization_barrier((*arrays, jnp.ones((), arrays[0].dtype)))
+
+    def c(value: float) -> Array:
+        return unit * value
+
+    return tuple(copies), c
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -176,12 +192,8 @@ def _loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents: tuple
     x, y = primals
     x_dot, y_dot = tangents
     loss = _loss(x, y, alpha, gamma)  # its own rule again, should this rule be differentiated
-    # The gradient is computed from its own copies of the inputs and of the constants.
-    # Shared with the loss's reduction, XLA:CPU would materialize them at full size
-    # (broadcast constants, intermediates) between the two loops; kept apart, the loss
-    # reduces in one fused loop and the gradient is one more.
-    xb, unit = jax.lax.optimization_barrier((x, jnp.ones((), x.dtype)))
-    grad = _terms(xb, y, alpha, gamma, with_grad=True, c=lambda value: unit * value)[1]
+    (xb,), c = _apart(x)
+    grad = _terms(xb, y, alpha, gamma, with_grad=True, c=c)[1]
     out_dot = jnp.zeros_like(loss) if type(x_dot) is SymbolicZero else grad * x_dot
     if type(y_dot) is not SymbolicZero:
         from .losses import _sigmoid_elementwise
@@ -217,12 +229,8 @@ def _labels_loss_jvp(alpha: float | None, gamma: float, primals: tuple, tangents
     loss = _labels_loss(x, labels, alpha, gamma)
     if type(tangents[0]) is SymbolicZero:
         return loss, jnp.zeros_like(loss)
-    # as in _loss_jvp; the one-hot is rebuilt from the labels on the gradient's side too
-    xb, lb, unit = jax.lax.optimization_barrier((x, labels, jnp.ones((), x.dtype)))
-
-    def c(value: float) -> Array:
-        return unit * value
-
+    # the one-hot is rebuilt from the labels on the gradient's side too
+    (xb, lb), c = _apart(x, labels)
     y = _one_hot(lb, x.shape[-1], x.dtype, c)
     return loss, _01_terms(xb, y, alpha, gamma, True, c)[1] * tangents[0]
 
