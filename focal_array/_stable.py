@@ -14,7 +14,8 @@ from typing import Any
 
 from ._namespace import constant, device_of
 
-__all__ = ["exp_neg_abs", "one_hot_mask", "sigmoid_pair", "softplus", "softplus_pair"]
+__all__ = ["exp_neg_abs", "modulating", "one_hot_mask", "safe_log", "sigmoid_pair", "softplus",
+           "softplus_pair"]
 
 
 def exp_neg_abs(x: Any, *, xp: Any) -> tuple[Any, Any]:
@@ -64,3 +65,25 @@ def one_hot_mask(labels: Any, num_classes: int, *, axis: int = -1, xp: Any) -> A
     if axis not in (-1, mask.ndim - 1):
         mask = xp.moveaxis(mask, -1, axis)
     return mask
+
+
+def modulating(q: Any, gamma: float, *, xp: Any) -> Any:
+    """(1 − p_t)^γ from an accurately computed ``q = 1 − p_t``; None for γ = 0.
+
+    pow's derivative γ·q^(γ−1) is infinite at q = 0 for γ < 1; the base is floored at the
+    dtype's smallest normal number, which keeps it finite, and where the floor acts the
+    exact factor (and the loss and gradient it multiplies) is itself below that number.
+    """
+    if gamma == 0.0:
+        return None
+    if gamma == 1.0:
+        return q
+    if gamma == 2.0:
+        return q * q
+    tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
+    return xp.pow(xp.maximum(q, tiny), constant(xp, gamma, q))
+
+
+def safe_log(p: Any, *, xp: Any) -> Any:
+    """log(max(p, tiny)): a probability of exactly 0 gives −log(tiny), not −inf."""
+    return xp.log(xp.maximum(p, constant(xp, xp.finfo(p.dtype).smallest_normal, p)))

@@ -15,8 +15,9 @@ from typing import Any
 
 import array_api_compat
 
-from . import _fused
 from . import _validate as v
+from ._executors import evaluate
+from ._formulas import SigmoidFocalLabels
 from ._namespace import (
     compute_dtype,
     constant,
@@ -26,7 +27,7 @@ from ._namespace import (
     stop_gradient,
 )
 from .boxes import decode
-from .losses import sigmoid_hard_elementwise, softmax_cross_entropy, softmax_focal_loss
+from .losses import softmax_cross_entropy, softmax_focal_loss
 from .matcher import IGNORE, assign_targets, hard_negative_mining
 
 __all__ = ["BOX_LOSSES", "CLASSIFICATION_LOSSES", "NORMALIZATIONS", "dense_detection_loss"]
@@ -317,13 +318,9 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                                            min_negatives=min_negatives)
     else:
         g = gamma if loss == "focal" else 0.0
-        per_elem = _fused.sigmoid_focal_labels_elementwise(x, labels, alpha=alpha, gamma=g,
-                                                           xp=xp)
-        if per_elem is None:
-            classes = xp.arange(c, dtype=labels.dtype, device=device_of(labels))
-            is_class = xp.expand_dims(labels, axis=-1) == classes  # background/ignored: none
-            per_elem = sigmoid_hard_elementwise(x, is_class, alpha=alpha, gamma=g, xp=xp)
-        per_anchor = xp.sum(per_elem, axis=-1)
+        # the one-hot targets are formed per element inside the formula, never as a tensor
+        per_anchor = evaluate(SigmoidFocalLabels(alpha=alpha, gamma=g), x, labels, xp=xp,
+                              axis=-1)
         counted = labels != xp.asarray(IGNORE, dtype=labels.dtype, device=device_of(labels))
     cls_per_image = xp.sum(xp.where(counted, per_anchor, fzero), axis=-1)
 

@@ -2,8 +2,9 @@ r"""Analytic gradients of the focal losses: the loss and its derivative in one c
 
 NumPy has no automatic differentiation; these functions give NumPy users (and anyone who
 wants the gradient without a tape) the loss and :math:`\partial L / \partial x` computed
-together from the same intermediates as the forward pass. They are written with ``xp``
-only, so they run unchanged on NumPy, JAX and PyTorch; on JAX and PyTorch they agree with
+together from the same intermediates as the forward pass. The derivatives are those of the
+formulas in :mod:`focal_array._formulas` (written once with ``xp``), evaluated by the
+backend's executor, so they run unchanged on NumPy, JAX and PyTorch; they agree with
 ``jax.grad`` / ``torch.autograd`` of :func:`~focal_array.sigmoid_focal_loss` and
 :func:`~focal_array.softmax_focal_loss`.
 
@@ -52,17 +53,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _fused
+from ._executors import evaluate_with_grad
 from ._namespace import constant
-from ._stable import exp_neg_abs, sigmoid_pair, softplus_pair
 from .losses import (
-    _expand_class_vector,
     _mean_scale,
-    _modulating,
     _prepare_sigmoid,
     _prepare_softmax,
     _reduce,
-    _softmax_label_terms,
+    sigmoid_formula,
+    softmax_formula,
 )
 
 __all__ = ["sigmoid_focal_loss_value_and_grad", "softmax_focal_loss_value_and_grad"]
@@ -89,61 +88,6 @@ def _apply_scale(grad: Array, w: Array | None, c: Array | None) -> Array:
     if c is not None:
         grad = grad * c
     return grad
-
-
-def _sigmoid_hard_value_and_grad(x: Array, positive: Array, *, alpha: float | None,
-                                 gamma: float, xp: Any) -> tuple[Array, Array]:
-    """ℓ and dℓ/dx for boolean targets, terms selected by ``positive`` (compute dtype).
-
-    y = 1: ℓ = α s^γ softplus(−x), dℓ/dx = −α s^γ (γ p B + s);
-    y = 0: ℓ = (1 − α) p^γ softplus(x), dℓ/dx = (1 − α) p^γ (γ s B + p).
-    Written as q = "own" probability of error, r = the other one: dℓ/dx = ±α_t q^γ (γ r B + q).
-    """
-    nonneg, e = exp_neg_abs(x, xp=xp)
-    sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
-    p, s = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp)
-    bce = xp.where(positive, sp_neg, sp_pos)
-    q = xp.where(positive, s, p)  # 1 − p_t
-    r = xp.where(positive, p, s)  # p_t
-    one = constant(xp, 1.0, x)
-    sign = xp.where(positive, -one, one)
-    if gamma:
-        m = _modulating(q, gamma, xp=xp)
-        loss = m * bce
-        grad = sign * m * (gamma * r * bce + q)
-    else:
-        loss = bce
-        grad = sign * q
-    if alpha is not None:
-        at = xp.where(positive, constant(xp, alpha, x), constant(xp, 1.0 - alpha, x))
-        loss = at * loss
-        grad = at * grad
-    return loss, grad
-
-
-def _sigmoid_soft_value_and_grad(x: Array, y: Array, *, alpha: float | None, gamma: float,
-                                 xp: Any) -> tuple[Array, Array]:
-    """ℓ and dℓ/dx for targets y ∈ [0, 1] (the formula of the module docstring)."""
-    hard_neg = 1.0 - y
-    nonneg, e = exp_neg_abs(x, xp=xp)
-    sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
-    p, s = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp)
-    bce = y * sp_neg + hard_neg * sp_pos
-    dbce = hard_neg * p - y * s
-    if gamma:
-        q = y * s + hard_neg * p
-        m = _modulating(q, gamma, xp=xp)
-        tiny = constant(xp, xp.finfo(x.dtype).smallest_normal, x)
-        ratio = (p * s) / xp.maximum(q, tiny)  # ≤ 1: q ≥ min(p, s) ≥ p s
-        loss = m * bce
-        grad = m * (gamma * (1.0 - 2.0 * y) * ratio * bce + dbce)
-    else:
-        loss, grad = bce, dbce
-    if alpha is not None:
-        at = alpha * y + (1.0 - alpha) * hard_neg
-        loss = at * loss
-        grad = at * grad
-    return loss, grad
 
 
 def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
@@ -190,21 +134,9 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
     xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
         logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
         normalizer=normalizer, from_logits=True, label_smoothing=label_smoothing)
-    hard = xp.isdtype(targets.dtype, "bool") and not label_smoothing
-    if hard:
-        y = targets
-    else:
-        y = xp.astype(targets, x.dtype, copy=False)
-        if label_smoothing:
-            y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    terms = _fused.sigmoid_focal_value_and_grad_elementwise(x, y, alpha=alpha, gamma=gamma,
-                                                            xp=xp)
-    if terms is not None:
-        loss, grad = terms
-    elif hard:
-        loss, grad = _sigmoid_hard_value_and_grad(x, y, alpha=alpha, gamma=gamma, xp=xp)
-    else:
-        loss, grad = _sigmoid_soft_value_and_grad(x, y, alpha=alpha, gamma=gamma, xp=xp)
+    formula, y = sigmoid_formula(xp, targets, x, alpha=alpha, gamma=gamma, from_logits=True,
+                                 label_smoothing=label_smoothing)
+    loss, grad = evaluate_with_grad(formula, x, y, xp=xp)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,
                        valid=None, loss_shape=tuple(loss.shape), like=loss)
     grad = _apply_scale(grad, w, c)
@@ -263,36 +195,20 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
             "softmax_focal_loss_value_and_grad does not support label_smoothing yet; use "
             "jax.grad or torch.autograd of focal_array.softmax_focal_loss for smoothed labels"
         )
-    xp, x, ax, alpha_vec, gamma, _, valid, mask = _prepare_softmax(
+    xp, x, ax, alpha_vec, gamma, _, valid = _prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
         reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0)
     zero = constant(xp, 0.0, x)
-    one = constant(xp, 1.0, x)
-
-    log_pt, q, (e, e_t, others) = _softmax_label_terms(x, mask, ax, xp=xp)
-    total = e_t + others
-    nll = -log_pt
-    if gamma:
-        m = _modulating(q, gamma, xp=xp)
-        loss = m * nll
-        k = m * (gamma * (e_t / total) * nll + q)
-    else:
-        loss = nll
-        k = q
-    if alpha_vec is not None:
-        a = _expand_class_vector(alpha_vec, x.ndim, ax, xp=xp)
-        at = xp.sum(xp.where(mask, a, zero), axis=ax)
-        loss = at * loss
-        k = at * k
+    formula = softmax_formula(alpha_vec, gamma, True, 0.0)
+    aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
+    loss, grad = evaluate_with_grad(formula, x, *aux, xp=xp, axis=ax)
     loss = xp.where(valid, loss, zero)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,
                        valid=valid, loss_shape=tuple(loss.shape), like=loss)
-    k = xp.where(valid, _apply_scale(k, w, c), zero)
-    k = xp.expand_dims(xp.broadcast_to(k, tuple(loss.shape)), axis=ax)
-    # p_j / q = e_j / others for j ≠ t; others = 0 only where every other class underflowed
-    others_k = xp.expand_dims(others, axis=ax)
-    share = e / xp.where(others_k > zero, others_k, one)
-    grad = k * xp.where(mask, -one, share)
+    # per-row scale of the reduction; ignored rows get none
+    row = _apply_scale(xp.ones_like(loss), w, c)
+    row = xp.where(valid, xp.broadcast_to(row, tuple(loss.shape)), zero)
+    grad = grad * xp.expand_dims(row, axis=ax)
     value = _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                     valid=valid, xp=xp)
     return value, xp.astype(grad, logits.dtype, copy=False)

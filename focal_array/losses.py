@@ -6,16 +6,13 @@ and computes with that namespace only, so it runs unchanged on NumPy, JAX (``jit
 caller's library, dtype and device. float16/bfloat16 inputs are computed and returned in
 float32.
 
-Numerics. The sigmoid losses read one ``e = exp(-|x|)`` per element and build from it
-``p = σ(x)`` and ``1 − p = σ(−x)`` (each to a few ulps, neither by subtraction) and both
-softplus terms; the binary cross-entropy is ``y·softplus(−x) + (1 − y)·softplus(x)``, exact
-to rounding even where it is ~1e-35. The modulating factor ``(1 − p_t)^γ`` is taken from
-that accurately computed ``1 − p_t``: squared for γ = 2, raised with ``pow`` otherwise, its
-base floored at the dtype's smallest normal number so that its derivative stays finite for
-γ < 1 at saturated logits (where the exact factor and everything it multiplies are already
-below that number). The softmax losses compute ``log p_t`` and ``1 − p_t`` from the shifted
-logits with the mass of the other classes summed separately, so neither cancels when
-``p_t → 1``.
+Structure. This module validates the arguments, picks the formula of
+:mod:`focal_array._formulas` that the options call for (the loss's value and analytic
+derivative, written once with ``xp``), has the backend's executor
+(:mod:`focal_array._executors`) evaluate it, and reduces. The numerics — σ and 1 − σ from
+one ``exp(−|x|)``, softplus without overflow or cancellation, the softmax margin that gives
+``−log p_t`` and ``1 − p_t`` free of cancellation, the modulating factor's floored base —
+are documented with the formulas.
 
 References:
     Lin, Goyal, Girshick, He, Dollár. *Focal Loss for Dense Object Detection*. ICCV 2017,
@@ -31,10 +28,18 @@ from typing import Any
 
 import array_api_compat
 
-from . import _fused
 from . import _validate as v
-from ._namespace import compute_dtype, constant, device_of, namespace, stop_gradient
-from ._stable import exp_neg_abs, one_hot_mask, sigmoid_pair, softplus_pair
+from ._executors import evaluate
+from ._formulas import (
+    Formula,
+    SigmoidFocal,
+    SigmoidFocalProbs,
+    SoftmaxFocal,
+    SoftmaxFocalProbs,
+    SoftmaxFocalSmoothed,
+)
+from ._namespace import compute_dtype, constant, device_of, namespace
+from ._stable import one_hot_mask
 
 __all__ = [
     "binary_cross_entropy",
@@ -169,29 +174,6 @@ def _mean_scale(xp: Any, *, w: Any, normalizer: Any, valid: Any, loss_shape: tup
     return xp.where(positive, one / xp.where(positive, denom, one), constant(xp, 0.0, like))
 
 
-# --------------------------------------------------------------------------- focal factor
-
-
-def _modulating(q: Array, gamma: float, *, xp: Any) -> Array | None:
-    """(1 − p_t)^γ from an accurately computed ``q = 1 − p_t``; None for γ = 0."""
-    if gamma == 0.0:
-        return None
-    if gamma == 1.0:
-        return q
-    if gamma == 2.0:
-        return q * q
-    # pow's derivative γ·q^(γ−1) is infinite at q = 0 for γ < 1; flooring the base at the
-    # smallest normal number keeps it finite, and where the floor acts the exact factor
-    # (and the loss and gradient it multiplies) is itself below that number
-    tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
-    return xp.pow(xp.maximum(q, tiny), constant(xp, gamma, q))
-
-
-def _safe_log(p: Array, *, xp: Any) -> Array:
-    """log(max(p, tiny)): a probability of exactly 0 gives −log(tiny), not −inf."""
-    return xp.log(xp.maximum(p, constant(xp, xp.finfo(p.dtype).smallest_normal, p)))
-
-
 # --------------------------------------------------------------------------- sigmoid
 
 
@@ -228,72 +210,32 @@ def _array_or_none(value: Any) -> Any:
     return value if array_api_compat.is_array_api_obj(value) else None
 
 
+def sigmoid_formula(xp: Any, targets: Array, x: Array, *, alpha: float | None, gamma: float,
+                    from_logits: bool, label_smoothing: float) -> tuple[Formula, Array]:
+    """(formula, target) of the sigmoid losses: boolean 0/1 targets select each term,
+    floating ones (label smoothing applied) blend them. Shared with
+    :mod:`focal_array.gradients`."""
+    if xp.isdtype(targets.dtype, "bool") and from_logits and not label_smoothing:
+        return SigmoidFocal(alpha=alpha, gamma=gamma, hard=True), targets
+    y = xp.astype(targets, x.dtype, copy=False)
+    if label_smoothing:
+        y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if not from_logits:
+        return SigmoidFocalProbs(alpha=alpha, gamma=gamma), y
+    return SigmoidFocal(alpha=alpha, gamma=gamma, hard=False), y
+
+
 def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
                   weights: Any, reduction: str, normalizer: Any, from_logits: bool,
                   label_smoothing: float) -> Array:
     xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
         logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
         normalizer=normalizer, from_logits=from_logits, label_smoothing=label_smoothing)
-    if xp.isdtype(targets.dtype, "bool") and from_logits and not label_smoothing:
-        # 0/1 targets known from the dtype: select the terms instead of blending them
-        loss = sigmoid_hard_elementwise(x, targets, alpha=alpha, gamma=gamma, xp=xp)
-    else:
-        y = xp.astype(targets, x.dtype, copy=False)
-        if label_smoothing:
-            y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-        loss = None
-        if from_logits:
-            loss = _fused.sigmoid_focal_elementwise(x, y, alpha=alpha, gamma=gamma, xp=xp)
-        if loss is None:
-            loss = _sigmoid_elementwise(x, y, alpha=alpha, gamma=gamma,
-                                        from_logits=from_logits, xp=xp)
+    formula, y = sigmoid_formula(xp, targets, x, alpha=alpha, gamma=gamma,
+                                 from_logits=from_logits, label_smoothing=label_smoothing)
+    loss = evaluate(formula, x, y, xp=xp)
     return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                    valid=None, xp=xp)
-
-
-def _sigmoid_elementwise(x: Array, y: Array, *, alpha: float | None, gamma: float,
-                         from_logits: bool, xp: Any) -> Array:
-    """α_t · (1 − p_t)^γ · BCE(x, y), elementwise, in the compute dtype."""
-    hard_neg = 1.0 - y
-    if from_logits:
-        nonneg, e = exp_neg_abs(x, xp=xp)
-        sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
-        bce = y * sp_neg + hard_neg * sp_pos
-        p, one_minus_p = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp) if gamma else (None, None)
-    else:
-        p, one_minus_p = x, 1.0 - x
-        bce = -(y * _safe_log(p, xp=xp) + hard_neg * _safe_log(one_minus_p, xp=xp))
-    loss = bce
-    if gamma:
-        q = y * one_minus_p + hard_neg * p
-        loss = _modulating(q, gamma, xp=xp) * loss
-    if alpha is not None:
-        loss = (alpha * y + (1.0 - alpha) * hard_neg) * loss
-    return loss
-
-
-def sigmoid_hard_elementwise(x: Array, positive: Array, *, alpha: float | None,
-                             gamma: float, xp: Any) -> Array:
-    """Elementwise sigmoid focal loss for boolean targets, from logits (compute dtype).
-
-    The same numbers as the soft-target form at y ∈ {0, 1}, with each term selected by
-    ``positive`` rather than multiplied by y and 1 − y: fewer operations, and it takes a
-    boolean mask (e.g. ``arange(C) == labels[..., None]``) so no float target tensor is
-    ever formed. Shared with :mod:`focal_array.detection`. Runs the backend's fast path
-    (:mod:`focal_array._fused`) where it has one.
-    """
-    fast = _fused.sigmoid_focal_elementwise(x, positive, alpha=alpha, gamma=gamma, xp=xp)
-    if fast is not None:
-        return fast
-    nonneg, e = exp_neg_abs(x, xp=xp)
-    sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
-    loss = xp.where(positive, sp_neg, sp_pos)
-    if gamma:
-        p, one_minus_p = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp)
-        loss = _modulating(xp.where(positive, one_minus_p, p), gamma, xp=xp) * loss
-    if alpha is not None:
-        loss = xp.where(positive, constant(xp, alpha, x), constant(xp, 1.0 - alpha, x)) * loss
-    return loss
 
 
 def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None = 0.25,
@@ -443,8 +385,8 @@ def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, 
                      weights: Any, reduction: str, normalizer: Any, from_logits: bool,
                      label_smoothing: float) -> tuple:
     """Resolve and validate the softmax losses' inputs. Returns (xp, logits in the compute
-    dtype, class axis, per-class alpha or None, gamma, label_smoothing, valid, one-hot
-    mask). Shared with :mod:`focal_array.gradients`."""
+    dtype, class axis, per-class alpha or None, gamma, label_smoothing, valid). Shared
+    with :mod:`focal_array.gradients`."""
     xp = namespace(logits=logits, labels=labels, weights=weights,
                    normalizer=_array_or_none(normalizer))
     _check_logits(xp, logits, from_logits, "logits")
@@ -468,116 +410,35 @@ def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, 
     )
     x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     alpha_vec = _class_alpha(xp, alpha, num_classes, x)
-    mask = one_hot_mask(labels, num_classes, axis=ax, xp=xp)
-    return xp, x, ax, alpha_vec, gamma, label_smoothing, labels >= 0, mask
+    return xp, x, ax, alpha_vec, gamma, label_smoothing, labels >= 0
+
+
+def softmax_formula(alpha_vec: Array | None, gamma: float, from_logits: bool,
+                    label_smoothing: float) -> Formula:
+    """The formula of the softmax losses for these options. Shared with
+    :mod:`focal_array.gradients`."""
+    has_alpha = alpha_vec is not None
+    if not from_logits:
+        return SoftmaxFocalProbs(gamma=gamma, alpha=has_alpha, smoothing=label_smoothing)
+    if label_smoothing:
+        return SoftmaxFocalSmoothed(gamma=gamma, alpha=has_alpha, smoothing=label_smoothing)
+    return SoftmaxFocal(gamma=gamma, alpha=has_alpha)
 
 
 def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
                   weights: Any, reduction: str, normalizer: Any, from_logits: bool,
                   label_smoothing: float) -> Array:
-    xp, x, ax, alpha_vec, gamma, label_smoothing, valid, mask = _prepare_softmax(
+    xp, x, ax, alpha_vec, gamma, label_smoothing, valid = _prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
         label_smoothing=label_smoothing)
-    if label_smoothing:
-        loss = _softmax_smoothed(x, mask, ax, alpha_vec, gamma, from_logits,
-                                 label_smoothing, xp=xp)
-    else:
-        loss = _softmax_hard(x, mask, ax, alpha_vec, gamma, from_logits, xp=xp)
+    formula = softmax_formula(alpha_vec, gamma, from_logits, label_smoothing)
+    aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
+    loss = evaluate(formula, x, *aux, xp=xp, axis=ax)
     # ignored examples are out of the problem: exactly zero, whatever their logits hold
     loss = xp.where(valid, loss, constant(xp, 0.0, loss))
     return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                    valid=valid, xp=xp)
-
-
-def _expand_class_vector(vec: Array, ndim: int, axis: int, *, xp: Any) -> Array:
-    shape = [1] * ndim
-    shape[axis] = vec.shape[0]
-    return xp.reshape(vec, tuple(shape))
-
-
-def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
-    """(z, e^z) with z = x − max(x): e^z corrected for the rounding of the subtraction.
-
-    x_j − m is rounded to half an ulp of the result (3.8e-6 absolute near 70 in float32),
-    which e^z would turn into that much relative error. The rounding error is recovered
-    exactly (Knuth's two-sum) and applied to first order, e^z·(1 + err); its derivative
-    is exactly zero, so gradients are unchanged.
-    """
-    # the loss is invariant to the shift; its gradient path would only add rounding noise
-    m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
-    z = x - m
-    back = z - x
-    err = (x - (z - back)) - (m + back)
-    return z, xp.exp(z) * (1.0 + err)
-
-
-def _softmax_label_terms(x: Array, mask: Array, axis: int, *, xp: Any
-                         ) -> tuple[Array, Array, tuple[Array, Array, Array]]:
-    """(log p_t, 1 − p_t, (e, e_t, others)) from logits, for integer labels.
-
-    Shared with :mod:`focal_array.gradients`, which needs the intermediates too.
-    """
-    zero = constant(xp, 0.0, x)
-    z, e = _shifted_exp(x, axis, xp=xp)
-    z_t = xp.sum(xp.where(mask, z, zero), axis=axis)
-    e_t = xp.sum(xp.where(mask, e, zero), axis=axis)
-    # mass of the other classes, summed apart so 1 − p_t keeps its relative accuracy
-    others = xp.sum(xp.where(mask, zero, e), axis=axis)
-    total = e_t + others
-    # −log p_t two ways, each free of cancellation in value and derivative where used:
-    # log1p(others / e_t) while p_t ≥ 1/2, log(e_t + others) − z_t below
-    likely = e_t >= others
-    ratio = others / xp.where(likely, e_t, constant(xp, 1.0, e_t))
-    log_pt = -xp.where(likely, xp.log1p(ratio), xp.log(total) - z_t)
-    q = xp.where(likely, others / total, 1.0 - e_t / total)
-    return log_pt, q, (e, e_t, others)
-
-
-def _softmax_hard(x: Array, mask: Array, axis: int, alpha_vec: Array | None, gamma: float,
-                  from_logits: bool, *, xp: Any) -> Array:
-    """−α_t (1 − p_t)^γ log p_t for integer labels (mask: one-hot along ``axis``)."""
-    zero = constant(xp, 0.0, x)
-    if from_logits:
-        log_pt, q, _ = _softmax_label_terms(x, mask, axis, xp=xp)
-    else:
-        p_t = xp.sum(xp.where(mask, x, zero), axis=axis)
-        q = xp.sum(xp.where(mask, zero, x), axis=axis)
-        log_pt = _safe_log(p_t, xp=xp)
-    loss = -log_pt
-    if gamma:
-        loss = _modulating(q, gamma, xp=xp) * loss
-    if alpha_vec is not None:
-        a = _expand_class_vector(alpha_vec, x.ndim, axis, xp=xp)
-        loss = xp.sum(xp.where(mask, a, zero), axis=axis) * loss
-    return loss
-
-
-def _softmax_smoothed(x: Array, mask: Array, axis: int, alpha_vec: Array | None,
-                      gamma: float, from_logits: bool, smoothing: float, *, xp: Any) -> Array:
-    """Σ_j t_j α_j (1 − p_j)^γ (−log p_j) with t = (1 − ε)·onehot + ε / C."""
-    zero = constant(xp, 0.0, x)
-    num_classes = x.shape[axis]
-    if from_logits:
-        z, e = _shifted_exp(x, axis, xp=xp)
-        # the (first) arg-max class is the one whose log p and 1 − p would cancel
-        top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
-        rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
-        # z_top is 0 in value, but carries the derivative of the shift-free e_top
-        z_top = xp.sum(xp.where(top, z, zero), axis=axis, keepdims=True)
-        log_p = z - xp.log1p(xp.expm1(z_top) + rest)
-        q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(log_p))
-    else:
-        log_p = _safe_log(x, xp=xp)
-        q = 1.0 - x
-    t = xp.where(mask, constant(xp, 1.0 - smoothing + smoothing / num_classes, x),
-                 constant(xp, smoothing / num_classes, x))
-    loss = -log_p * t
-    if gamma:
-        loss = _modulating(q, gamma, xp=xp) * loss
-    if alpha_vec is not None:
-        loss = _expand_class_vector(alpha_vec, x.ndim, axis, xp=xp) * loss
-    return xp.sum(loss, axis=axis)
 
 
 def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
