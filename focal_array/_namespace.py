@@ -7,7 +7,9 @@ the caller's arrays already come from it (it is then in ``sys.modules``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -15,6 +17,7 @@ import array_api_compat
 __all__ = [
     "compute_dtype",
     "constant",
+    "constants_scaled_by",
     "device_of",
     "is_jax",
     "is_numpy",
@@ -149,10 +152,34 @@ def stop_gradient(xp: Any, x: Any) -> Any:
     return x
 
 
+#: [unit] while :func:`constants_scaled_by` is active: the 0-d array every :func:`constant`
+#: is multiplied by. A plain module list, not a ContextVar: torch.compile traces this code
+#: and Dynamo cannot trace ``ContextVar.get``; it is only set while JAX traces (one thread).
+_UNIT: list[Any] = []
+
+
 def constant(xp: Any, value: float, like: Any) -> Any:
     """A 0-d array holding ``value`` with ``like``'s dtype and device.
 
     Making constants explicitly (rather than mixing Python floats into expressions) keeps
-    dtypes from promoting and keeps ``torch.compile`` graphs whole.
+    dtypes from promoting and keeps ``torch.compile`` graphs whole; formulas make all of
+    theirs here, so an executor can tell them apart (:func:`constants_scaled_by`).
     """
-    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
+    c = xp.asarray(value, dtype=like.dtype, device=device_of(like))
+    return c * _UNIT[-1] if _UNIT else c
+
+
+@contextlib.contextmanager
+def constants_scaled_by(unit: Any) -> Iterator[None]:
+    """Within the block, every :func:`constant` is ``value · unit``.
+
+    For a compiler that merges equal constants across the computations that use them: the
+    JAX executor traces a formula's derivative with ``unit`` an opaque 1 (an optimization
+    barrier's output), so its constants are not the loss's, and XLA:CPU does not
+    materialize their broadcasts at full size to share them between two fused loops.
+    """
+    _UNIT.append(unit)
+    try:
+        yield
+    finally:
+        _UNIT.pop()

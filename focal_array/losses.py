@@ -29,7 +29,7 @@ from typing import Any
 import array_api_compat
 
 from . import _validate as v
-from ._executors import evaluate
+from ._executors import evaluate, evaluate_sum
 from ._formulas import (
     Formula,
     SigmoidFocal,
@@ -146,6 +146,24 @@ def _reduce(loss: Array, *, weights: Any, reduction: str, normalizer: Any,
                                loss_shape=tuple(loss.shape), like=total)
 
 
+def _evaluate_reduced(formula: Formula, x: Array, aux: tuple, *, axis: int, weights: Any,
+                      reduction: str, normalizer: Any, valid: Any, xp: Any) -> Array:
+    """The formula's loss, reduced as :func:`_reduce` does; without weights the executor
+    takes the sum itself, so an eager backend never writes the full-size loss."""
+    if weights is not None or reduction == "none":
+        loss = evaluate(formula, x, *aux, xp=xp, axis=axis)
+        return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
+                       valid=valid, xp=xp)
+    total = evaluate_sum(formula, x, *aux, xp=xp, axis=axis)
+    if reduction == "sum":
+        return total
+    loss_shape = tuple(x.shape)
+    if formula.rowwise:
+        loss_shape = tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
+    return total * _mean_scale(xp, w=None, normalizer=normalizer, valid=valid,
+                               loss_shape=loss_shape, like=total)
+
+
 def _mean_scale(xp: Any, *, w: Any, normalizer: Any, valid: Any, loss_shape: tuple,
                 like: Array) -> Array:
     """1 / the "mean" denominator, as a 0-d array; 0 when that denominator is 0.
@@ -233,9 +251,8 @@ def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: 
         normalizer=normalizer, from_logits=from_logits, label_smoothing=label_smoothing)
     formula, y = sigmoid_formula(xp, targets, x, alpha=alpha, gamma=gamma,
                                  from_logits=from_logits, label_smoothing=label_smoothing)
-    loss = evaluate(formula, x, y, xp=xp)
-    return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
-                   valid=None, xp=xp)
+    return _evaluate_reduced(formula, x, (y,), axis=-1, weights=weights, reduction=reduction,
+                             normalizer=normalizer, valid=None, xp=xp)
 
 
 def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None = 0.25,
@@ -434,11 +451,9 @@ def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axi
         label_smoothing=label_smoothing)
     formula = softmax_formula(alpha_vec, gamma, from_logits, label_smoothing)
     aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
-    loss = evaluate(formula, x, *aux, xp=xp, axis=ax)
-    # ignored examples are out of the problem: exactly zero, whatever their logits hold
-    loss = xp.where(valid, loss, constant(xp, 0.0, loss))
-    return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
-                   valid=valid, xp=xp)
+    # ignored examples are out of the problem: the formulas give them exactly zero
+    return _evaluate_reduced(formula, x, aux, axis=ax, weights=weights, reduction=reduction,
+                             normalizer=normalizer, valid=valid, xp=xp)
 
 
 def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,

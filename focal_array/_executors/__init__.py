@@ -25,7 +25,7 @@ from typing import Any
 from .._formulas import Formula
 from .._namespace import is_jax, is_numpy, is_torch
 
-__all__ = ["ENABLED", "evaluate", "evaluate_with_grad"]
+__all__ = ["ENABLED", "evaluate", "evaluate_sum", "evaluate_with_grad"]
 
 #: Set to False to evaluate every formula on whole arrays, on every backend.
 ENABLED = True
@@ -68,6 +68,15 @@ def evaluate(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -1) -
     if ex is None:
         return formula.value(x, *aux, xp=xp, axis=axis)
     return ex.evaluate(formula, x, aux, axis=axis, xp=xp)
+
+
+def evaluate_sum(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -1) -> Array:
+    """``sum(evaluate(...))`` as a 0-d array, differentiable; eager executors never write
+    the full-size loss for it."""
+    ex = _executor(xp)
+    if ex is None:
+        return xp.sum(formula.value(x, *aux, xp=xp, axis=axis))
+    return ex.evaluate_sum(formula, x, aux, axis=axis, xp=xp)
 
 
 def evaluate_with_grad(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -1

@@ -6,7 +6,9 @@ allocation of tens of megabytes is page-faulted in again on every call. Cutting 
 into blocks of about :data:`BLOCK` elements keeps every temporary in the CPU cache, where
 the allocator reuses it for the next block; the only full-size arrays are the result and
 the derivative, written block by block into buffers this module allocates (the caller's
-arrays are only read). A loop over blocks is the eager analogue of a fused kernel.
+arrays are only read), and not even the result when only its sum is wanted. A loop over
+blocks is the eager analogue of a fused kernel. Being eager, it may also ask the formula
+for a cheaper equivalent of itself on each block's data (:meth:`Formula.specialize`).
 
 Layout. An elementwise formula sees its input flattened (a view when it is contiguous).
 A row-wise formula sees ``x`` as ``(outer, C, inner)`` around its class axis: with
@@ -50,23 +52,39 @@ def _layout(formula: Formula, shape: tuple[int, ...], axis: int, block: int
 
 
 def run(formula: Formula, x: Array, aux: tuple, *, xp: Any, axis: int, with_grad: bool,
-        block: int = BLOCK) -> tuple[Array, Array | None]:
-    """(loss, derivative or None), computed block by block; shapes as the formula's."""
+        block: int | None = None, summed: bool = False, specialize: bool = True
+        ) -> tuple[Array, Array | None]:
+    """(loss, derivative or None), computed block by block; shapes as the formula's.
+
+    ``summed=True`` returns the loss's sum (0-d) instead: the per-block sums are kept and
+    added pairwise at the end, and no full-size loss is ever written. ``specialize=False``
+    skips :meth:`Formula.specialize` (it reads data: a host sync on an accelerator).
+    """
+    block = BLOCK if block is None else block
     kinds = formula.aux_kinds
     x_shape, row_shape, block_axis, blocks = _layout(formula, tuple(x.shape), axis, block)
     xv = xp.reshape(x, x_shape)
     auxv = [xp.reshape(a, row_shape) if k == "row" else a
             for a, k in zip(aux, kinds, strict=True)]
-    loss = xp.empty(row_shape, dtype=x.dtype, device=device_of(x))
-    grad = xp.empty(x_shape, dtype=x.dtype, device=device_of(x)) if with_grad else None
+    dev = device_of(x)
+    grad = xp.empty(x_shape, dtype=x.dtype, device=dev) if with_grad else None
+    loss = None if summed else xp.empty(row_shape, dtype=x.dtype, device=dev)
+    parts = []
     for xi, ri in blocks:
         part = [a[ri] if k == "row" else a for a, k in zip(auxv, kinds, strict=True)]
-        lb, gb = formula.terms(xv[xi], *part, xp=xp, axis=block_axis, with_grad=with_grad)
-        loss[ri] = lb
+        f = formula.specialize(*part, xp=xp) if specialize else formula
+        lb, gb = f.terms(xv[xi], *part, xp=xp, axis=block_axis, with_grad=with_grad)
+        if summed:
+            parts.append(xp.sum(lb))
+        else:
+            loss[ri] = lb
         if with_grad:
             grad[xi] = gb
+    grad = None if grad is None else xp.reshape(grad, tuple(x.shape))
+    if summed:
+        total = xp.sum(xp.stack(parts)) if parts else xp.zeros((), dtype=x.dtype, device=dev)
+        return total, grad
     out_shape = tuple(x.shape)
     if formula.rowwise:
         out_shape = tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
-    return (xp.reshape(loss, out_shape),
-            xp.reshape(grad, tuple(x.shape)) if with_grad else None)
+    return xp.reshape(loss, out_shape), grad

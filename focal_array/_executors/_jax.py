@@ -26,15 +26,34 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .._formulas import Formula
+from .._namespace import constants_scaled_by
 
-__all__ = ["evaluate", "evaluate_with_grad"]
+__all__ = ["evaluate", "evaluate_sum", "evaluate_with_grad"]
 
 Array = Any
 
 
-def _apart(arrays: tuple) -> tuple:
-    """Copies of ``arrays`` behind an optimization barrier (see the module docstring)."""
-    return jax.lax.optimization_barrier(tuple(arrays))
+def _apart(arrays: tuple) -> tuple[tuple, Array]:
+    """Copies of ``arrays`` and an opaque 1, behind an optimization barrier.
+
+    The derivative is traced from these with every formula constant scaled by the opaque
+    1 (:func:`focal_array._namespace.constants_scaled_by`): XLA then keeps the loss's and
+    the derivative's constants apart instead of materializing shared broadcasts.
+    """
+    # two barriers: forward-mode autodiff of one barrier holding both the inputs and the
+    # unit (jax 0.10, a Hessian by jacfwd over jacrev) gives NaN
+    copies = jax.lax.optimization_barrier(tuple(arrays))
+    return tuple(copies), jax.lax.optimization_barrier(jnp.ones((), arrays[0].dtype))
+
+
+def _as_float(x: Array, aux: tuple) -> tuple:
+    """Boolean auxiliary arrays (0/1 target masks) as one float copy, behind a barrier:
+    XLA rewrites float(mask)·constant into selects, which its fused CPU reductions do
+    not take (it would materialize several full-size arrays instead)."""
+    if not any(a.dtype == jnp.bool_ for a in aux):
+        return aux
+    return tuple(jax.lax.optimization_barrier(a.astype(x.dtype)) if a.dtype == jnp.bool_
+                 else a for a in aux)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
@@ -50,8 +69,9 @@ def _loss_jvp(formula: Formula, axis: int, primals: tuple, tangents: tuple
     if type(x_dot) is SymbolicZero:
         out = jnp.zeros_like(loss)
     else:
-        xb, *auxb = _apart((x, *aux))
-        grad = formula.value_and_grad(xb, *auxb, xp=jnp, axis=axis)[1]
+        (xb, *auxb), unit = _apart((x, *aux))
+        with constants_scaled_by(unit):
+            grad = formula.value_and_grad(xb, *auxb, xp=jnp, axis=axis)[1]
         out = grad * x_dot
         if formula.rowwise:
             out = jnp.sum(out, axis=axis)
@@ -75,7 +95,12 @@ def evaluate(formula: Formula, x: Array, aux: tuple, *, axis: int, xp: Any) -> A
     """The loss, differentiable: the analytic derivative as its tangent where it has one."""
     if not formula.has_grad:
         return formula.value(x, *aux, xp=jnp, axis=axis)
-    return _loss(formula, axis, x, *aux)
+    return _loss(formula, axis, x, *_as_float(x, aux))
+
+
+def evaluate_sum(formula: Formula, x: Array, aux: tuple, *, axis: int, xp: Any) -> Array:
+    """The loss's sum; XLA fuses the reduction into the loss's loop."""
+    return jnp.sum(evaluate(formula, x, aux, axis=axis, xp=xp))
 
 
 def evaluate_with_grad(formula: Formula, x: Array, aux: tuple, *, axis: int, xp: Any

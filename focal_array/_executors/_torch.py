@@ -29,7 +29,7 @@ from .._formulas import Formula
 from .._namespace import is_tracing
 from . import _blocked
 
-__all__ = ["evaluate", "evaluate_with_grad"]
+__all__ = ["evaluate", "evaluate_sum", "evaluate_with_grad"]
 
 Array = Any
 
@@ -46,23 +46,27 @@ def _block(x: torch.Tensor) -> int:
 
 
 def _blocked_terms(formula: Formula, x: torch.Tensor, aux: tuple, axis: int,
-                   with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_grad: bool, summed: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cpu = x.device.type == "cpu"
     with torch.no_grad():
         return _blocked.run(formula, x, aux, xp=_xp(), axis=axis, with_grad=with_grad,
-                            block=_block(x))
+                            block=_block(x), summed=summed, specialize=cpu)
 
 
 class _Apply(torch.autograd.Function):
-    """loss(x; aux) with the formula's analytic derivative as its backward (aux gets none)."""
+    """loss(x; aux) — or its sum, with ``summed`` — with the formula's analytic derivative
+    as its backward (aux gets none)."""
 
     @staticmethod
-    def forward(ctx: Any, formula: Formula, axis: int, x: torch.Tensor,
+    def forward(ctx: Any, formula: Formula, axis: int, summed: bool, x: torch.Tensor,
                 *aux: torch.Tensor) -> torch.Tensor:
-        ctx.formula, ctx.axis, ctx.n_aux = formula, axis, len(aux)
+        ctx.formula, ctx.axis, ctx.summed, ctx.n_aux = formula, axis, summed, len(aux)
         if torch.compiler.is_compiling():
             ctx.save_for_backward(x, *aux)
-            return formula.value(x, *aux, xp=_xp(), axis=axis)
-        loss, grad = _blocked_terms(formula, x, aux, axis, with_grad=True)
+            loss = formula.value(x, *aux, xp=_xp(), axis=axis)
+            return loss.sum() if summed else loss
+        loss, grad = _blocked_terms(formula, x, aux, axis, with_grad=True, summed=summed)
         ctx.save_for_backward(x, *aux, grad)
         return loss
 
@@ -76,9 +80,9 @@ class _Apply(torch.autograd.Function):
             # create_graph=True (or a compiled graph): the derivative from differentiable
             # operations on the saved inputs, so that autograd can differentiate it again
             grad = ctx.formula.value_and_grad(x, *aux, xp=_xp(), axis=ctx.axis)[1]
-        if ctx.formula.rowwise:
+        if ctx.formula.rowwise and not ctx.summed:
             grad_loss = grad_loss.unsqueeze(ctx.axis)
-        return (None, None, grad_loss * grad, *([None] * ctx.n_aux))
+        return (None, None, None, grad_loss * grad, *([None] * ctx.n_aux))
 
 
 def _autograd_needed(x: torch.Tensor, aux: tuple) -> tuple[bool, bool]:
@@ -88,19 +92,29 @@ def _autograd_needed(x: torch.Tensor, aux: tuple) -> tuple[bool, bool]:
     return x.requires_grad, any(a.requires_grad for a in aux)
 
 
-def evaluate(formula: Formula, x: torch.Tensor, aux: tuple, *, axis: int, xp: Any
-             ) -> torch.Tensor:
-    """The loss, differentiable by autograd."""
+def _evaluate(formula: Formula, x: torch.Tensor, aux: tuple, axis: int, xp: Any,
+              summed: bool) -> torch.Tensor:
     compiling = torch.compiler.is_compiling()
     x_grad, aux_grad = _autograd_needed(x, aux)
     if aux_grad or (not compiling and is_tracing(x, *aux)) or \
-            (x_grad and not formula.has_grad):
-        return formula.value(x, *aux, xp=xp, axis=axis)
+            (x_grad and not formula.has_grad) or (compiling and not x_grad):
+        loss = formula.value(x, *aux, xp=xp, axis=axis)
+        return loss.sum() if summed else loss
     if x_grad:
-        return _Apply.apply(formula, axis, x, *aux)
-    if compiling:
-        return formula.value(x, *aux, xp=xp, axis=axis)
-    return _blocked_terms(formula, x, aux, axis, with_grad=False)[0]
+        return _Apply.apply(formula, axis, summed, x, *aux)
+    return _blocked_terms(formula, x, aux, axis, with_grad=False, summed=summed)[0]
+
+
+def evaluate(formula: Formula, x: torch.Tensor, aux: tuple, *, axis: int, xp: Any
+             ) -> torch.Tensor:
+    """The loss, differentiable by autograd."""
+    return _evaluate(formula, x, aux, axis, xp, summed=False)
+
+
+def evaluate_sum(formula: Formula, x: torch.Tensor, aux: tuple, *, axis: int, xp: Any
+                 ) -> torch.Tensor:
+    """The loss's sum, differentiable; eager, no full-size loss is written."""
+    return _evaluate(formula, x, aux, axis, xp, summed=True)
 
 
 def evaluate_with_grad(formula: Formula, x: torch.Tensor, aux: tuple, *, axis: int,

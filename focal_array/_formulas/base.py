@@ -36,6 +36,14 @@ class Formula:
         """(loss, d sum(loss) / dx or None); ``axis`` is the class axis (row-wise only)."""
         raise NotImplementedError
 
+    def specialize(self, *aux: Array, xp: Any) -> Formula:
+        """An equivalent formula that is cheaper for these auxiliary values, or ``self``.
+
+        Only eager executors call it, on concrete blocks (it may read data); the result
+        must give the same numbers to rounding.
+        """
+        return self
+
     def value(self, x: Array, *aux: Array, xp: Any, axis: int = -1) -> Array:
         """The loss, differentiable by the backend's autodiff."""
         return self.terms(x, *aux, xp=xp, axis=axis, with_grad=False)[0]

@@ -18,9 +18,13 @@ using :math:`\sigma' = p s`, :math:`B' = (1 - y) p - y s`, :math:`q' = (1 - 2y)\
 positive factors, free of cancellation. The ratio :math:`p s / q \le 1` is formed instead
 of :math:`q^{\gamma - 1}`, so γ < 1 needs no special case.
 
-Every term comes from one :math:`e = e^{-|x|}` (:mod:`focal_array._stable`): σ and 1 − σ
-each to a few ulps, neither by subtraction; softplus exact to rounding even where it is
-~1e-35. The modulating factor's base is floored at the dtype's smallest normal number
+Every term comes from :math:`e_\pm = e^{\min(\pm x, 0)}` — one of them is exactly 1, the
+other :math:`e^{-|x|}` — without a select: :math:`\sigma(x) = e_+/(e_+ + e_-)` and
+:math:`1 - \sigma(x) = e_-/(e_+ + e_-)` each to a few ulps, neither by subtraction;
+:math:`\mathrm{softplus}(\pm x) = \max(\pm x, 0) + \log1p(e_+ e_-)` exact to rounding even
+where it is ~1e-35. (XLA:CPU runs a select several times slower than min/max inside a
+fused loop and will not fuse one into a reduction.) The modulating factor's base is floored
+at the dtype's smallest normal number
 (:func:`focal_array._stable.modulating`), so the derivative stays finite for every γ ≥ 0 at
 every finite logit.
 
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._namespace import constant, device_of
-from .._stable import exp_neg_abs, modulating, safe_log, sigmoid_pair, softplus_pair
+from .._stable import modulating, safe_log
 from .base import Formula
 
 __all__ = ["SigmoidFocal", "SigmoidFocalLabels", "SigmoidFocalProbs"]
@@ -43,19 +47,24 @@ __all__ = ["SigmoidFocal", "SigmoidFocalLabels", "SigmoidFocalProbs"]
 Array = Any
 
 
-def _pm(xp: Any, positive: Array, if_pos: float, if_neg: float, like: Array) -> Array:
-    """``if_pos`` where ``positive`` else ``if_neg``, in ``like``'s dtype."""
-    return xp.where(positive, constant(xp, if_pos, like), constant(xp, if_neg, like))
+def _exp_pair(x: Array, *, xp: Any) -> tuple[Array, Array]:
+    """(e₊, e₋) = (e^min(x, 0), e^min(−x, 0)): one is exactly 1, the other e^−|x|."""
+    zero = constant(xp, 0.0, x)
+    return xp.exp(xp.minimum(x, zero)), xp.exp(xp.minimum(-x, zero))
 
 
 def _z_terms(z: Array, *, xp: Any) -> tuple[Array, Array, Array]:
-    """(q, r, B) = (σ(z), σ(−z), softplus(z)) from one e^−|z|."""
-    nonneg, e = exp_neg_abs(z, xp=xp)
-    big = 1.0 / (1.0 + e)
-    small = e * big
-    zero = constant(xp, 0.0, z)
-    bce = xp.where(nonneg, z, zero) + xp.log1p(e)
-    return xp.where(nonneg, big, small), xp.where(nonneg, small, big), bce
+    """(q, r, B) = (σ(z), σ(−z), softplus(z)), select-free.
+
+    σ(z) = e₊/(e₊ + e₋) and σ(−z) = e₋/(e₊ + e₋) are the numbers σ(|z|) = 1/(1 + e) and
+    σ(−|z|) = e/(1 + e) of e = e^−|z|, bit for bit; softplus(z) = max(z, 0) +
+    log1p(e₊·e₋). The product (rather than min(e₊, e₋)) keeps autodiff's derivative
+    right where |z| is below rounding and both factors read 1.
+    """
+    ep, en = _exp_pair(z, xp=xp)
+    inv = constant(xp, 1.0, z) / (ep + en)
+    bce = xp.maximum(z, constant(xp, 0.0, z)) + xp.log1p(ep * en)
+    return ep * inv, en * inv, bce
 
 
 def _hard_from_z(z: Array, sign: Array, at: Array | None, gamma: float, with_grad: bool,
@@ -66,7 +75,7 @@ def _hard_from_z(z: Array, sign: Array, at: Array | None, gamma: float, with_gra
     loss = bce if m is None else m * bce
     grad = None
     if with_grad:
-        inner = q if m is None else m * (gamma * r * bce + q)
+        inner = q if m is None else m * (constant(xp, gamma, z) * r * bce + q)
         grad = sign * inner
     if at is not None:
         loss = at * loss
@@ -74,12 +83,25 @@ def _hard_from_z(z: Array, sign: Array, at: Array | None, gamma: float, with_gra
     return loss, grad
 
 
+def _zero_one(xp: Any, y: Array, x: Array, alpha: float | None
+              ) -> tuple[Array, Array, Array | None]:
+    """(z, sign, α_t) of 0/1 targets y: sign = 1 − 2y, z = sign·x, α_t = αy + (1 − α)(1 − y),
+    each exact; arithmetic rather than selects, which a compiler fuses into a reduction."""
+    one = constant(xp, 1.0, x)
+    sign = one - constant(xp, 2.0, x) * y  # −1 for positives, +1 for negatives
+    at = None if alpha is None else \
+        constant(xp, alpha, x) * y + constant(xp, 1.0 - alpha, x) * (one - y)
+    return sign * x, sign, at
+
+
 @dataclass(frozen=True)
 class SigmoidFocal(Formula):
     """α_t (1 − p_t)^γ BCE(x, y) from logits; γ = 0 is the (α-balanced) BCE.
 
-    ``hard=True``: the target is a boolean mask (each term selected); ``hard=False``:
-    floating targets in [0, 1] in the logits' dtype (each term blended).
+    ``hard=True``: targets known to be 0 or 1 (a boolean mask, or floating 0/1), every term
+    a function of z = ±x; ``hard=False``: floating targets in [0, 1] in the logits' dtype,
+    each term blended. Both are select-free (minimum/maximum and arithmetic), which XLA
+    fuses into the loss's reduction where it would materialize selects.
     """
 
     alpha: float | None
@@ -89,26 +111,29 @@ class SigmoidFocal(Formula):
     def terms(self, x: Array, y: Array, *, xp: Any, axis: int = -1, with_grad: bool
               ) -> tuple[Array, Array | None]:
         if self.hard:
-            return self._hard(x, y, xp=xp, with_grad=with_grad)
+            z, sign, at = _zero_one(xp, xp.astype(y, x.dtype, copy=False), x, self.alpha)
+            return _hard_from_z(z, sign, at, self.gamma, with_grad, xp)
         return self._soft(x, y, xp=xp, with_grad=with_grad)
 
-    def _hard(self, x: Array, positive: Array, *, xp: Any, with_grad: bool
-              ) -> tuple[Array, Array | None]:
-        z = xp.where(positive, -x, x)
-        sign = _pm(xp, positive, -1.0, 1.0, x) if with_grad else None
-        at = None if self.alpha is None else _pm(xp, positive, self.alpha, 1.0 - self.alpha, x)
-        return _hard_from_z(z, sign, at, self.gamma, with_grad, xp)
+    def specialize(self, y: Array, *, xp: Any) -> SigmoidFocal:
+        """The 0/1 form for floating targets that are all exactly 0 or 1 (one-hot targets,
+        the common case): the blend then reduces to the selection, to rounding."""
+        if self.hard or y.dtype == xp.bool or not bool(xp.all((y == 0) | (y == 1))):
+            return self
+        return SigmoidFocal(alpha=self.alpha, gamma=self.gamma, hard=True)
 
     def _soft(self, x: Array, y: Array, *, xp: Any, with_grad: bool
               ) -> tuple[Array, Array | None]:
         gamma = self.gamma
-        hard_neg = 1.0 - y
-        nonneg, e = exp_neg_abs(x, xp=xp)
-        sp_pos, sp_neg = softplus_pair(x, nonneg=nonneg, e=e, xp=xp)
-        bce = y * sp_neg + hard_neg * sp_pos
+        zero, one = constant(xp, 0.0, x), constant(xp, 1.0, x)
+        hard_neg = one - y
+        ep, en = _exp_pair(x, xp=xp)
+        log1p_e = xp.log1p(ep * en)
+        bce = y * xp.maximum(-x, zero) + hard_neg * xp.maximum(x, zero) + log1p_e
         loss, grad = bce, None
-        need_sigma = gamma or with_grad
-        p, s = sigmoid_pair(x, nonneg=nonneg, e=e, xp=xp) if need_sigma else (None, None)
+        if gamma or with_grad:
+            inv = one / (ep + en)
+            p, s = ep * inv, en * inv
         if with_grad:
             grad = hard_neg * p - y * s
         if gamma:
@@ -118,9 +143,10 @@ class SigmoidFocal(Formula):
             if with_grad:
                 tiny = constant(xp, xp.finfo(x.dtype).smallest_normal, x)
                 ratio = (p * s) / xp.maximum(q, tiny)  # ≤ 1: q ≥ min(p, s) ≥ p s
-                grad = m * (gamma * (1.0 - 2.0 * y) * ratio * bce + grad)
+                w = constant(xp, gamma, x) * (one - constant(xp, 2.0, x) * y)
+                grad = m * (w * ratio * bce + grad)
         if self.alpha is not None:
-            at = self.alpha * y + (1.0 - self.alpha) * hard_neg
+            at = constant(xp, self.alpha, x) * y + constant(xp, 1.0 - self.alpha, x) * hard_neg
             loss = at * loss
             grad = None if grad is None else at * grad
         return loss, grad
@@ -177,9 +203,7 @@ class SigmoidFocalLabels(Formula):
         classes = xp.reshape(xp.arange(num_classes, dtype=x.dtype, device=device_of(x)),
                              tuple(shape))
         diff = xp.expand_dims(xp.astype(labels, x.dtype), axis=axis) - classes
-        one = constant(xp, 1.0, x)
-        y = xp.maximum(one - xp.abs(diff), constant(xp, 0.0, x))
-        sign = one - 2.0 * y  # −1 for the label's class, +1 elsewhere
-        at = None if self.alpha is None else self.alpha * y + (1.0 - self.alpha) * (one - y)
-        loss, grad = _hard_from_z(sign * x, sign, at, self.gamma, with_grad, xp)
+        y = xp.maximum(constant(xp, 1.0, x) - xp.abs(diff), constant(xp, 0.0, x))
+        z, sign, at = _zero_one(xp, y, x, self.alpha)
+        loss, grad = _hard_from_z(z, sign, at, self.gamma, with_grad, xp)
         return xp.sum(loss, axis=axis), grad

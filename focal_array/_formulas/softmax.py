@@ -31,9 +31,11 @@ With :math:`q = 1 - p_t`, :math:`L = -\log p_t` and :math:`\ell = \alpha_t q^\ga
 using :math:`p_j / q = e^{x_j} / \sum_{k \ne t} e^{x_k}`: a product of accurately computed
 positive factors; the row sums to zero as it must. Each share's :math:`e^{x_j - R}` is
 corrected for the rounding of :math:`x_j - R` the same way (elementwise, in the derivative
-only: in :math:`S` a term's error is scaled by its share and never matters). A row without a finite competitor
-(one class, or every other logit −inf, the masking idiom) has :math:`p_t = 1`: loss and
-gradient 0. A negative (ignored) label gives a finite row the caller zeroes.
+only: in :math:`S` a term's error is scaled by its share and never matters).
+
+A row without a finite competitor (one class, or every other logit −inf, the masking
+idiom) has :math:`p_t = 1`: loss and gradient 0. A row with a negative (ignored) label has loss and
+gradient exactly 0.
 
 References:
     Lin, Goyal, Girshick, He, Dollár. *Focal Loss for Dense Object Detection*. ICCV 2017,
@@ -114,7 +116,7 @@ class SoftmaxFocal(Formula):
         nonneg = m >= zero
         small_e = xp.exp(-xp.where(nonneg, m, -m)) * (one - xp.where(nonneg, err, -err))
         nll = xp.where(nonneg, m + err, zero) + xp.log1p(small_e)  # softplus(m + ε)
-        big = 1.0 / (1.0 + small_e)
+        big = one / (one + small_e)
         small = small_e * big
         q = xp.where(has, xp.where(nonneg, big, small), zero)  # σ(m) = 1 − p_t
         nll = xp.where(has, nll, zero)
@@ -130,15 +132,24 @@ class SoftmaxFocal(Formula):
                 f = q
             else:
                 p_t = xp.where(nonneg, small, big)  # σ(−m)
-                f = mod * (gamma * p_t * nll + q)
+                f = mod * (constant(xp, gamma, x) * p_t * nll + q)
             if at is not None:
                 f = at * f
             # e_j's share carries the rounding of x_j − R as relative error (3.8e-6 at
-            # x_j − R ≈ −70): recovered exactly and applied to first order, as for the margin
-            _, err_e = _two_sum(x, -r_max)
-            err_e = xp.where(err_e == err_e, err_e, zero)  # ±inf logits: e_j exact (0)
+            # x_j − R ≈ −70): recovered exactly and applied to first order, as for the
+            # margin; x clamped to [R − 1024, R] (only the target can exceed R), where e_j
+            # is 0 below (−inf logits included) and no intermediate is infinite
+            low = xp.minimum(xp.maximum(x, r_max - constant(xp, 1024.0, x)), r_max)
+            _, err_e = _two_sum(low, -r_max)
+            f = xp.where(xp.expand_dims(labels >= 0, axis=axis), f, zero)
             grad = xp.where(mask, -f, (e + e * err_e) * (f / total))
-        return xp.squeeze(loss, axis=axis), grad
+        return _ignored_zero(xp, xp.squeeze(loss, axis=axis), labels), grad
+
+
+def _ignored_zero(xp: Any, loss: Array, labels: Array) -> Array:
+    """Rows with a negative (ignored) label are out of the problem: exactly 0, whatever
+    their logits hold."""
+    return xp.where(labels >= 0, loss, constant(xp, 0.0, loss))
 
 
 def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
@@ -184,8 +195,8 @@ class SoftmaxFocalSmoothed(Formula):
         z_top = xp.sum(xp.where(top, z, zero), axis=axis, keepdims=True)
         log_p = z - xp.log1p(xp.expm1(z_top) + rest)
         q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(log_p))
-        return _smoothed_sum(xp, log_p, q, mask, alpha_vec, self.gamma, self.smoothing,
-                             axis), None
+        loss = _smoothed_sum(xp, log_p, q, mask, alpha_vec, self.gamma, self.smoothing, axis)
+        return _ignored_zero(xp, loss, labels), None
 
 
 def _smoothed_sum(xp: Any, log_p: Array, q: Array, mask: Array, alpha_vec: tuple,
@@ -227,8 +238,9 @@ class SoftmaxFocalProbs(Formula):
               with_grad: bool) -> tuple[Array, Array | None]:
         mask = one_hot_mask(labels, p.shape[axis], axis=axis, xp=xp)
         if self.smoothing:
-            return _smoothed_sum(xp, safe_log(p, xp=xp), 1.0 - p, mask, alpha_vec,
-                                 self.gamma, self.smoothing, axis), None
+            loss = _smoothed_sum(xp, safe_log(p, xp=xp), constant(xp, 1.0, p) - p, mask,
+                                 alpha_vec, self.gamma, self.smoothing, axis)
+            return _ignored_zero(xp, loss, labels), None
         zero = constant(xp, 0.0, p)
         p_t = xp.sum(xp.where(mask, p, zero), axis=axis)
         q = xp.sum(xp.where(mask, zero, p), axis=axis)
@@ -238,4 +250,4 @@ class SoftmaxFocalProbs(Formula):
             loss = mod * loss
         if alpha_vec:
             loss = _alpha_t(xp, alpha_vec[0], labels) * loss
-        return loss, None
+        return _ignored_zero(xp, loss, labels), None
