@@ -1,7 +1,8 @@
 """The ``focal-array`` command: ``explain`` the focal loss, ``inspect`` a COCO file's matching.
 
-``focal-array explain`` prints the seed note's worked example (CE and FL of one positive and
-one negative anchor) and a table of FL/CE against p_t and γ; ``--plot`` draws the curves.
+``focal-array explain`` prints the seed note's worked example (CE, FL and FL/CE of one
+positive and one negative anchor) and a table of the modulating factor (1 − p_t)^γ, or with
+``--alpha`` of α_t (1 − p_t)^γ, against p_t and γ; ``--plot`` draws the curves.
 
 ``focal-array inspect [COCO.json]`` builds RetinaNet anchors for every image, matches the
 image's boxes to them and reports how many anchors are positive, negative and ignored, how
@@ -22,48 +23,29 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
 
 from . import __version__, coco
-from .anchors import anchors_per_level, retinanet_anchors
+from ._cli_progress import PROGRESS_MIN_IMAGES, Progress
+from ._cli_report import PER_IMAGE_ROWS_MAX, _fmt, print_report
+from ._cli_stats import UsageError, inspect_dataset, resolve_backend
 from .losses import (
     binary_cross_entropy,
     sigmoid_focal_loss,
     softmax_cross_entropy,
     softmax_focal_loss,
 )
-from .matcher import match_anchors
 
 __all__ = ["main"]
 
 PROG = "focal-array"
-#: p_t values and γ values of the FL/CE table (the paper's Fig. 1 γ's, and the p_t at which
-#: γ = 2 divides the loss by 4, 100, ~1000 and 10,000).
+#: p_t values and γ values of the explain tables (the paper's Fig. 1 γ's, and the p_t at
+#: which γ = 2 divides the loss by 4, 100, ~1000 and 10,000).
 TABLE_PT = (0.5, 0.9, 0.968, 0.99)
 TABLE_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
-#: Focal-loss settings and prior of the loss-at-initialization estimate (RetinaNet's).
-INIT_PRIOR = 0.01
-INIT_ALPHA = 0.25
-INIT_GAMMA = 2.0
-#: Histogram buckets of positives per ground truth: (label, lowest count, highest count).
-GT_BUCKETS = (("0", 0, 0), ("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6-10", 6, 10),
-              (">10", 11, math.inf))
-#: Per-image percentiles reported for positives, negatives and ignored anchors.
-PERCENTILES = (("min", 0), ("p10", 10), ("median", 50), ("p90", 90), ("max", 100))
-#: The progress counter appears for more images than this (and only on a terminal).
-PROGRESS_MIN_IMAGES = 5
-#: Per-image rows are printed in the text report up to this many images (always in JSON).
-PER_IMAGE_ROWS_MAX = 10
-
-
-class UsageError(Exception):
-    """Bad input the user can fix; ``main`` prints it as one line and exits with 2."""
-
 
 # ============================================================================ explain
 
@@ -100,13 +82,6 @@ def _ratio_table(p_t: Sequence[float], gammas: Sequence[float], alpha_t: float |
         fl = sigmoid_focal_loss(p[:, j], ones[:, j], alpha=alpha_t, gamma=g, from_logits=False)
         out[:, j] = fl / ce[:, j]
     return out
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    """Numbers as a person writes them: 4 significant digits, no trailing zeros."""
-    if x == 0:
-        return "0"
-    return f"{x:.{digits}g}"
 
 
 def _gamma_label(g: float) -> str:
@@ -155,7 +130,7 @@ def _plot(path: str, gammas: Sequence[float], alpha: float | None) -> None:
 
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
-    """Run ``focal-array explain``: worked example, FL/CE table(s), optional plot."""
+    """Run ``focal-array explain``: worked example, ratio table(s), optional plot."""
     if args.plot is not None:
         # fail before printing anything, so a missing extra is one clear line
         try:
@@ -173,6 +148,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     print("probabilities are [P(background), P(person)]; CE = −log p_t, "
           "FL = −α_t (1 − p_t)^γ log p_t, α_t = α for a positive, 1 − α for a negative",
           file=out)
+    print("table 1 — CE, FL and their ratio FL/CE = α_t (1 − p_t)^γ (α applied)", file=out)
     print(file=out)
     print(f"  {'anchor':<10}{'true class':<12}{'probabilities':<15}{'p_t':>6}{'α_t':>7}"
           f"{'CE':>10}{'FL':>12}{'FL/CE':>10}", file=out)
@@ -184,16 +160,16 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     print(file=out)
 
     if not alpha_given:
-        _print_table(out, "FL/CE = (1 − p_t)^γ: the modulating factor alone, α NOT applied "
-                          "(pass --alpha to include α_t)",
+        _print_table(out, "table 2 — (1 − p_t)^γ, the modulating factor alone: FL/CE with α "
+                          "NOT applied, unlike table 1 (pass --alpha to include α_t)",
                      _ratio_table(TABLE_PT, gammas, None), gammas)
     else:
-        _print_table(out, f"FL/CE = α_t (1 − p_t)^γ, α APPLIED: positive, "
-                          f"α_t = α = {_fmt(alpha)}",
+        _print_table(out, f"table 2 — α_t (1 − p_t)^γ = FL/CE with α APPLIED, as in table 1: "
+                          f"positive, α_t = α = {_fmt(alpha)}",
                      _ratio_table(TABLE_PT, gammas, alpha), gammas)
         print(file=out)
-        _print_table(out, f"FL/CE = α_t (1 − p_t)^γ, α APPLIED: negative, "
-                          f"α_t = 1 − α = {_fmt(1.0 - alpha)}",
+        _print_table(out, f"table 3 — α_t (1 − p_t)^γ = FL/CE with α APPLIED, as in table 1: "
+                          f"negative, α_t = 1 − α = {_fmt(1.0 - alpha)}",
                      _ratio_table(TABLE_PT, gammas, 1.0 - alpha), gammas)
     print(file=out)
     print("With γ = 2 an example at p_t = 0.9 costs 100× less than under CE and one at "
@@ -206,408 +182,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+
 # ============================================================================ inspect
-
-
-@dataclass
-class Backend:
-    """An array library to match on: its Array API namespace and how to get NumPy back."""
-
-    name: str
-    xp: Any
-    device: Any = None
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy a result to host NumPy (the statistics are counted there, once per image)."""
-        if hasattr(x, "cpu"):  # torch: leave its device first
-            x = x.cpu()
-        return np.asarray(x)
-
-
-def resolve_backend(name: str) -> Backend:
-    """Import the chosen library (only it) and return its namespace.
-
-    Raises:
-        UsageError: the library is not installed.
-    """
-    if name == "numpy":
-        import array_api_compat.numpy as xp
-
-        return Backend(name, xp)
-    hint = f"pip install 'focal-array[{name}]'"
-    try:
-        if name == "jax":
-            import jax.numpy as xp
-        elif name == "torch":
-            import array_api_compat.torch as xp
-
-            # torch itself too: the compat wrapper may be cached while torch is unavailable
-            import torch  # noqa: F401
-        else:  # argparse's choices keep other names out; this guards direct callers
-            raise UsageError(f"unknown backend {name!r} (choose numpy, jax or torch)")
-    except ImportError:
-        raise UsageError(f"--backend {name} needs {name}, which is not installed "
-                         f"({hint})") from None
-    return Backend(name, xp)
-
-
-class Progress:
-    """A one-line ``\\r`` counter on a terminal's stderr; silent elsewhere.
-
-    Silent when the stream is not a terminal (a log file, a pipe, a test's capture) or the
-    job is small, so it never mixes into redirected output — stdout (``--json``) is never
-    written to.
-    """
-
-    def __init__(self, total: int, stream: TextIO | None = None, *,
-                 enabled: bool | None = None, label: str = "matching images") -> None:
-        self.total = total
-        self.stream = sys.stderr if stream is None else stream
-        if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty()) and total > PROGRESS_MIN_IMAGES
-        self.enabled = enabled
-        self.label = label
-        self._last = 0.0
-        self._width = 0
-
-    def update(self, done: int) -> None:
-        """Show ``done/total``; redraws at most ~10 times a second (and at the end)."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if done < self.total and now - self._last < 0.1:
-            return
-        self._last = now
-        text = f"\r{self.label}: {done}/{self.total}"
-        self._width = max(self._width, len(text))
-        self.stream.write(text)
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Erase the counter line so the report starts on a clean line."""
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-
-
-@dataclass
-class ImageStats:
-    """Matching results of one image (counts only; the arrays are not kept)."""
-
-    id: int
-    file_name: str
-    height: int
-    width: int
-    scale: float
-    anchors: int
-    gts: int
-    crowd_gts: int
-    positives: int
-    negatives: int
-    ignored: int
-    positives_per_gt: list[int] = field(default_factory=list)
-    rescued_ids: list[int] = field(default_factory=list)
-    unmatched_ids: list[int] = field(default_factory=list)
-
-
-def _input_size(info: coco.ImageInfo, image_size: tuple[int, int] | None,
-                ) -> tuple[tuple[int, int], float]:
-    """Network input size and box scale of one image.
-
-    Without ``--image-size`` the image goes in at its own size (scale 1). With it, the image
-    is resized to fit inside H × W keeping its aspect ratio and placed top-left, the rest
-    being padding — what a detector's transform does to build a padded batch.
-    """
-    if image_size is None:
-        return (info.height, info.width), 1.0
-    h, w = image_size
-    return (h, w), min(h / info.height, w / info.width)
-
-
-def match_image(info: coco.ImageInfo, ann: coco.ImageAnnotations, anchors: Any,
-                backend: Backend, *, scale: float, pad_to: int, high: float,
-                low: float) -> ImageStats:
-    """Match one image's boxes to its anchors, with and without low-quality matches.
-
-    The boxes are padded to ``pad_to`` rows (``gt_valid`` False) so that every image of one
-    size has the same shapes: JAX then compiles the matcher once per size, not per box
-    count. Crowd boxes go in with ``gt_crowd``; they are never matched and are left out of
-    the per-gt statistics.
-    """
-    xp = backend.xp
-    n = len(ann)
-    boxes = np.zeros((pad_to, 4), dtype=np.float32)
-    boxes[:n] = ann.boxes * scale
-    valid = np.zeros(pad_to, dtype=bool)
-    valid[:n] = True
-    crowd = np.zeros(pad_to, dtype=bool)
-    crowd[:n] = ann.crowd
-    gt = xp.asarray(boxes, device=backend.device)
-    gt_valid = xp.asarray(valid, device=backend.device)
-    gt_crowd = xp.asarray(crowd, device=backend.device)
-    options = {"gt_valid": gt_valid, "gt_crowd": gt_crowd, "high": high, "low": low}
-    matched = backend.to_numpy(match_anchors(anchors, gt, **options))
-    # the second pass tells which gts own positives only thanks to the low-quality rule
-    strict = backend.to_numpy(match_anchors(anchors, gt, allow_low_quality_matches=False,
-                                            **options))
-
-    per_gt = np.bincount(matched[matched >= 0], minlength=pad_to)[:n]
-    per_gt_strict = np.bincount(strict[strict >= 0], minlength=pad_to)[:n]
-    real = ~ann.crowd
-    ids = ann.annotation_ids
-    return ImageStats(
-        id=info.id, file_name=info.file_name, height=info.height, width=info.width,
-        scale=scale, anchors=int(matched.shape[0]), gts=int(real.sum()),
-        crowd_gts=int(ann.crowd.sum()),
-        positives=int((matched >= 0).sum()),
-        negatives=int((matched == -1).sum()),
-        ignored=int((matched == -2).sum()),
-        positives_per_gt=per_gt[real].tolist(),
-        rescued_ids=ids[real & (per_gt > 0) & (per_gt_strict == 0)].tolist(),
-        unmatched_ids=ids[real & (per_gt == 0)].tolist(),
-    )
-
-
-def init_loss_shares(positives: int, negatives: int, num_classes: int, *,
-                     prior: float = INIT_PRIOR, alpha: float = INIT_ALPHA,
-                     gamma: float = INIT_GAMMA) -> dict[str, Any]:
-    """Classification loss at initialization, split into positive and negative anchors.
-
-    RetinaNet initializes the last bias so every class logit is b = −log((1 − π) / π), i.e.
-    σ(b) = π for every anchor and class. A positive anchor then has one element with target
-    1 (p_t = π, hard) and C − 1 with target 0 (p_t = 1 − π, easy); a negative (background)
-    anchor has C elements with target 0, all easy. Ignored anchors carry no loss. Each
-    distinct element value is computed once with the library's sigmoid functions and
-    multiplied by its count, which is exact because every logit is the same.
-
-    Args:
-        positives: number of positive anchors (all images).
-        negatives: number of background anchors (all images).
-        num_classes: C, the number of sigmoid outputs per anchor.
-        prior: π, in (0, 1).
-        alpha, gamma: the focal loss's parameters (CE is unweighted, α = None).
-
-    Returns:
-        A JSON-ready dict: the prior, the logit, C, the per-element values, and for ``"ce"``
-        and ``"fl"`` the positives' and negatives' summed loss, the negatives' share of the
-        total (None when nothing is assigned) and the total per positive anchor (None
-        without positives).
-    """
-    logit = -math.log((1.0 - prior) / prior)
-    x = np.full(2, logit, dtype=np.float64)
-    y = np.asarray([1.0, 0.0])  # a positive element, a negative element
-    values = {"ce": binary_cross_entropy(x, y),
-              "fl": sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma)}
-    result: dict[str, Any] = {"prior": prior, "logit": logit, "classes": num_classes,
-                              "alpha": alpha, "gamma": gamma}
-    for name, v in values.items():
-        pos_el, neg_el = float(v[0]), float(v[1])
-        pos = positives * (pos_el + (num_classes - 1) * neg_el)
-        neg = negatives * num_classes * neg_el
-        total = pos + neg
-        result[name] = {
-            "element_positive": pos_el, "element_negative": neg_el,
-            "positives_loss": pos, "negatives_loss": neg,
-            "negative_share": neg / total if total > 0 else None,
-            "loss_per_positive": total / positives if positives > 0 else None,
-        }
-    return result
-
-
-def _percentiles(values: Sequence[int]) -> dict[str, float] | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    return {name: float(np.percentile(arr, q)) for name, q in PERCENTILES}
-
-
-def _histogram(counts: Sequence[int]) -> dict[str, int]:
-    return {label: sum(1 for c in counts if lo <= c <= hi) for label, lo, hi in GT_BUCKETS}
-
-
-def inspect_dataset(ds: coco.CocoDataset, *, backend: Backend,
-                    image_size: tuple[int, int] | None, high: float, low: float,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    """Match every image of ``ds`` and gather the report (the ``--json`` object).
-
-    Args:
-        ds: a loaded COCO dataset.
-        backend: the array library to match on (:func:`resolve_backend`).
-        image_size: ``(H, W)`` network input for every image, or None for each image's own
-            size.
-        high, low: the matcher's thresholds.
-        progress: optional counter updated after each image.
-
-    Returns:
-        The report dict described in ``docs/cli.md``.
-    """
-    start = time.perf_counter()
-    pad_to = max(ds.max_boxes, 1)
-    anchor_cache: dict[tuple[int, int], Any] = {}
-    stats: list[ImageStats] = []
-    for done, image_id in enumerate(ds.image_ids, start=1):
-        info = ds.image(image_id)
-        size, scale = _input_size(info, image_size)
-        if size not in anchor_cache:  # images of one size share their anchors
-            # built in NumPy and transferred: eager JAX would compile each of the grid's
-            # small ops separately (~2 s per size); the float32 values are identical
-            anchors = retinanet_anchors(size, dtype=np.float32)
-            anchor_cache[size] = backend.xp.asarray(anchors, device=backend.device)
-        stats.append(match_image(info, ds.annotations(image_id), anchor_cache[size], backend,
-                                 scale=scale, pad_to=pad_to, high=high, low=low))
-        if progress is not None:
-            progress.update(done)
-    if progress is not None:
-        progress.close()
-    seconds = time.perf_counter() - start
-
-    sizes: dict[tuple[int, int], int] = {}
-    for s in stats:
-        key = image_size or (s.height, s.width)
-        sizes[key] = sizes.get(key, 0) + 1
-    per_gt = [c for s in stats for c in s.positives_per_gt]
-    totals = {k: sum(getattr(s, k) for s in stats)
-              for k in ("anchors", "positives", "negatives", "ignored")}
-    rescued = [i for s in stats for i in s.rescued_ids]
-    unmatched = [i for s in stats for i in s.unmatched_ids]
-    return {
-        "source": ds.source,
-        "backend": backend.name,
-        "high": high,
-        "low": low,
-        "allow_low_quality_matches": True,
-        "crowd_ioa": 0.5,
-        "image_size": list(image_size) if image_size else None,
-        "images": len(stats),
-        "images_without_boxes": sum(1 for s in stats if s.gts + s.crowd_gts == 0),
-        "classes": ds.num_classes,
-        "class_names": list(ds.class_names),
-        "gts": sum(s.gts for s in stats),
-        "crowd_gts": sum(s.crowd_gts for s in stats),
-        "dropped_boxes": {"count": len(ds.dropped),
-                          "annotation_ids": [d.annotation_id for d in ds.dropped],
-                          "reasons": [d.reason for d in ds.dropped]},
-        "anchors_per_image": [
-            {"height": h, "width": w, "anchors": _anchor_count((h, w)), "images": n}
-            for (h, w), n in sizes.items()],
-        "totals": totals,
-        "per_image_percentiles": {k: _percentiles([getattr(s, k) for s in stats])
-                                  for k in ("positives", "negatives", "ignored")},
-        "positives_per_gt": _histogram(per_gt),
-        "rescued_gts": {"count": len(rescued), "annotation_ids": rescued},
-        "unmatched_gts": {"count": len(unmatched), "annotation_ids": unmatched},
-        "negatives_per_positive": (totals["negatives"] / totals["positives"]
-                                   if totals["positives"] else None),
-        "loss_at_init": init_loss_shares(totals["positives"], totals["negatives"],
-                                         ds.num_classes),
-        "per_image": [
-            {"id": s.id, "file_name": s.file_name, "height": s.height, "width": s.width,
-             "scale": s.scale, "anchors": s.anchors, "gts": s.gts, "crowd_gts": s.crowd_gts,
-             "positives": s.positives, "negatives": s.negatives, "ignored": s.ignored,
-             "positives_per_gt": s.positives_per_gt, "rescued_gts": s.rescued_ids,
-             "unmatched_gts": s.unmatched_ids}
-            for s in stats],
-        "seconds": seconds,
-    }
-
-
-def _anchor_count(size: tuple[int, int]) -> int:
-    return sum(g.num_anchors for g in anchors_per_level(size))
-
-
-def _n(x: float) -> str:
-    """Counts with thousands separators; interpolated percentiles keep one decimal."""
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _pct(share: float | None) -> str:
-    if share is None:
-        return "n/a"
-    return f"{100 * share:.3g} %" if share >= 0.001 else f"{100 * share:.2g} %"
-
-
-def _ids(ids: Sequence[int], limit: int = 10) -> str:
-    if not ids:
-        return ""
-    shown = ", ".join(str(i) for i in ids[:limit])
-    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
-    return f" (annotation ids {shown}{more})"
-
-
-def print_report(r: dict[str, Any], out: TextIO) -> None:
-    """The human-readable ``inspect`` report (see ``docs/cli.md`` for each line)."""
-    def line(label: str, text: str) -> None:
-        """One report line: a fixed-width label column, then the value."""
-        print(f"{label:<34}{text}", file=out)
-
-    print(f"focal-array inspect: {r['source']}", file=out)
-    without = r["images_without_boxes"]
-    line("images", f"{r['images']} ({without} without boxes)")
-    line("classes", f"{r['classes']} ({', '.join(r['class_names'])})")
-    line("ground-truth boxes", f"{r['gts']} + {r['crowd_gts']} crowd regions (never matched)")
-    d = r["dropped_boxes"]
-    line("dropped degenerate boxes", f"{d['count']}" + _ids(d["annotation_ids"]))
-    lq = "low-quality matches on" if r["allow_low_quality_matches"] else "no low-quality"
-    line("matching", f"IoU >= {_fmt(r['high'])} positive, < {_fmt(r['low'])} negative, "
-                     f"between ignored; {lq}")
-    line("", f"inside a crowd region (IoA >= {_fmt(r['crowd_ioa'])}) ignored; "
-             f"backend {r['backend']}")
-    if r["image_size"] is None:
-        line("input size", "each image's own size")
-    else:
-        h, w = r["image_size"]
-        line("input size", f"{h}×{w} for every image (resized to fit, aspect kept, "
-                           f"top-left, rest padding)")
-    sizes = " · ".join(f"{_n(a['anchors'])} ({a['height']}×{a['width']}, "
-                       f"{a['images']} image{'s' if a['images'] != 1 else ''})"
-                       for a in r["anchors_per_image"])
-    line("anchors per image", sizes or "none")
-    print(file=out)
-    cols = [name for name, _ in PERCENTILES]
-    print(f"{'per image':<34}{'total':>12}" + "".join(f"{c:>10}" for c in cols), file=out)
-    for key in ("positives", "negatives", "ignored"):
-        pct = r["per_image_percentiles"][key] or {}
-        print(f"  {key:<32}{_n(r['totals'][key]):>12}"
-              + "".join(f"{_n(pct[c]) if c in pct else '':>10}" for c in cols), file=out)
-    print(file=out)
-    hist = "  ".join(f"{k}: {v}" for k, v in r["positives_per_gt"].items())
-    line("positives per gt (gts)", hist)
-    rescued, unmatched = r["rescued_gts"], r["unmatched_gts"]
-    line("gts rescued by low-quality match", f"{rescued['count']} of {r['gts']}"
-         + _ids(rescued["annotation_ids"]))
-    line("gts with no positive at all", f"{unmatched['count']} of {r['gts']}"
-         + _ids(unmatched["annotation_ids"]))
-    npp = r["negatives_per_positive"]
-    line("negatives per positive", "n/a (no positives)" if npp is None else f"{npp:,.0f}")
-    print(file=out)
-    li = r["loss_at_init"]
-    print(f"loss at initialization: every logit = {li['logit']:.3f} (prior π = "
-          f"{_fmt(li['prior'])}) for each of {li['classes']} classes;", file=out)
-    print("share of the total carried by easy negatives (all elements of background "
-          "anchors):", file=out)
-    line("  CE (unweighted)", f"{_pct(li['ce']['negative_share'])}"
-         + _per_positive(li["ce"]["loss_per_positive"]))
-    line(f"  FL (α = {_fmt(li['alpha'])}, γ = {_fmt(li['gamma'])})",
-         f"{_pct(li['fl']['negative_share'])}" + _per_positive(li["fl"]["loss_per_positive"]))
-
-    if len(r["per_image"]) <= PER_IMAGE_ROWS_MAX:
-        print(file=out)
-        print(f"  {'image':<24}{'size':>10}{'anchors':>10}{'gts':>5}{'crowd':>6}{'pos':>6}"
-              f"{'neg':>10}{'ign':>8}{'rescued':>8}{'no pos':>7}", file=out)
-        for im in r["per_image"]:
-            name = f"{im['id']} {im['file_name']}"
-            size = f"{im['height']}×{im['width']}"
-            print(f"  {name[:23]:<24}{size:>10}{_n(im['anchors']):>10}{im['gts']:>5}"
-                  f"{im['crowd_gts']:>6}{im['positives']:>6}{_n(im['negatives']):>10}"
-                  f"{_n(im['ignored']):>8}{len(im['rescued_gts']):>8}"
-                  f"{len(im['unmatched_gts']):>7}", file=out)
-    print(file=out)
-    print(f"matched {r['images']} images in {r['seconds']:.2f} s", file=out)
-
-
-def _per_positive(value: float | None) -> str:
-    return "" if value is None else f"   (total / positives = {value:,.3g})"
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -622,8 +198,10 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         # the dropped boxes are reported in the output, so the warning would only repeat it
         ds = coco.load(args.path, warn=False)
     image_size = tuple(args.image_size) if args.image_size else None
+    # the text report lists images only for small files: skip building 100k rows for it
+    per_image = args.json or len(ds) <= PER_IMAGE_ROWS_MAX
     report = inspect_dataset(ds, backend=backend, image_size=image_size, high=args.high,
-                             low=args.low, progress=Progress(len(ds)))
+                             low=args.low, progress=Progress(len(ds)), per_image=per_image)
     if args.json:
         json.dump(report, out, indent=2, ensure_ascii=False)
         out.write("\n")
@@ -667,12 +245,13 @@ def _positive_int(text: str) -> int:
 
 
 EXPLAIN_HELP = """\
-Print the seed note's worked example side by side: a positive anchor with probabilities
-[P(background), P(person)] = [0.1, 0.9] and a negative one with [0.8, 0.2], their p_t, CE,
-FL and FL/CE (computed with the library's softmax losses from probabilities), then a table
-of FL/CE for p_t in 0.5, 0.9, 0.968, 0.99 and γ in 0, 0.5, 1, 2, 5 (and --gamma).
-The table shows the modulating factor (1 − p_t)^γ alone unless --alpha is given; then it
-shows α_t (1 − p_t)^γ for a positive and for a negative anchor.
+Print the seed note's worked example side by side (table 1): a positive anchor with
+probabilities [P(background), P(person)] = [0.1, 0.9] and a negative one with [0.8, 0.2],
+their p_t, CE, FL and FL/CE = α_t (1 − p_t)^γ (computed with the library's softmax losses
+from probabilities, α applied), then a table over p_t in 0.5, 0.9, 0.968, 0.99 and γ in
+0, 0.5, 1, 2, 5 (and --gamma). Without --alpha that table is the modulating factor
+(1 − p_t)^γ alone (FL/CE with α left out); with --alpha it is α_t (1 − p_t)^γ, once for a
+positive and once for a negative anchor.
 """
 
 INSPECT_HELP = """\
@@ -690,8 +269,9 @@ of every positive and background anchor; ignored anchors carry none), under unwe
 sigmoid CE and under focal loss (α = 0.25, γ = 2), with C the file's number of classes.
 
 Without COCO.json the sample shipped with the package is used. Degenerate boxes
-(width or height <= 0) are dropped and reported. A counter shows progress on a
-terminal's stderr for more than 5 images.
+(width or height <= 0) are dropped and reported. Sizes are printed width × height.
+A bar with the rate (images/s) and the time left shows progress on a terminal's stderr
+for more than {min_images} images.
 """
 
 
@@ -718,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser("inspect", help="match a COCO file's boxes to RetinaNet anchors",
-                       description=INSPECT_HELP,
+                       description=INSPECT_HELP.format(min_images=PROGRESS_MIN_IMAGES),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", default=None, metavar="COCO.json",
                    help="COCO instances file (default: the shipped sample)")

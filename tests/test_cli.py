@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,19 @@ def test_explain_worked_example() -> None:
     assert "α NOT applied" in proc.stdout
 
 
+def test_explain_tables_say_what_they_hold() -> None:
+    # table 1's FL/CE includes α_t; table 2 without --alpha is the bare (1 − p_t)^γ: the two
+    # must not both be titled plain "FL/CE"
+    plain = run("explain").stdout
+    assert "FL/CE = α_t (1 − p_t)^γ (α applied)" in plain
+    assert "table 2 — (1 − p_t)^γ, the modulating factor alone: FL/CE with α NOT applied" \
+        in plain
+    assert "FL/CE = (1 − p_t)^γ" not in plain
+    with_alpha = run("explain", "--alpha", "0.25").stdout
+    assert "table 2 — α_t (1 − p_t)^γ = FL/CE with α APPLIED" in with_alpha
+    assert "table 3 — α_t (1 − p_t)^γ = FL/CE with α APPLIED" in with_alpha
+
+
 def _table_rows(text: str, title: str) -> dict[str, list[float]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if title in line)
@@ -129,7 +143,7 @@ def _table_rows(text: str, title: str) -> dict[str, list[float]]:
 
 def test_explain_table_is_the_modulating_factor_without_alpha() -> None:
     proc = run("explain")
-    rows = _table_rows(proc.stdout, "FL/CE = (1 − p_t)^γ")
+    rows = _table_rows(proc.stdout, "(1 − p_t)^γ, the modulating factor alone")
     assert list(rows) == ["0.5", "0.9", "0.968", "0.99"]
     for p_t, values in rows.items():
         expected = [(1 - float(p_t)) ** g for g in (0, 0.5, 1, 2, 5)]
@@ -180,7 +194,7 @@ def test_inspect_anchor_counts(sample_json: dict[str, Any], sample_text: str) ->
     assert set(reported) == sizes
     for (h, w), entry in reported.items():
         assert entry["anchors"] == expected_anchor_count(h, w)
-        assert f"{expected_anchor_count(h, w):,} ({h}×{w}" in sample_text
+        assert f"{expected_anchor_count(h, w):,} ({w}×{h}" in sample_text  # width × height
     assert sum(a["images"] for a in reported.values()) == len(ds)
     assert expected_anchor_count(480, 640) == 57_600  # 4800 + 1200 + 300 + 80 + 20, × 9
     for im in sample_json["per_image"]:
@@ -449,22 +463,48 @@ def test_bad_option_exit_2(args: tuple[str, ...], message: str) -> None:
 # ----------------------------------------------------------------------------- progress
 
 
-def test_progress_counter_on_an_enabled_stream() -> None:
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_progress_bar_shows_count_rate_and_eta() -> None:
+    require("rich")
     stream = io.StringIO()
     bar = cli.Progress(3, stream, enabled=True)
     for done in (1, 2, 3):
         bar.update(done)
     bar.close()
-    text = stream.getvalue()
-    assert text.startswith("\rmatching images: 1/3")
-    assert "\rmatching images: 3/3" in text  # the last one is always drawn
-    assert text.endswith("\r")  # erased, so the next line starts clean
+    bar.close()  # closing twice is harmless
+    text = _strip_ansi(stream.getvalue())
+    assert "matching images" in text
+    assert "3/3" in text  # the final state is drawn before the bar goes
+    assert "images/s" in text and "ETA" in text
+    # erased at the end (cursor up, clear line), so the report starts on a clean line
+    assert stream.getvalue().endswith("\x1b[2K")
 
 
 def test_progress_is_silent_off_a_terminal() -> None:
     stream = io.StringIO()  # isatty() is False
     bar = cli.Progress(1000, stream)
     bar.update(1000)
+    bar.close()
+    assert not bar.enabled and stream.getvalue() == ""
+
+
+def test_progress_is_silent_for_a_few_images() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert not cli.Progress(5, Tty()).enabled
+    assert cli.Progress(6, Tty()).enabled
+
+
+def test_progress_without_rich_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich.progress", None)  # import -> ImportError
+    stream = io.StringIO()
+    bar = cli.Progress(10, stream, enabled=True)
+    bar.update(1)
     bar.close()
     assert not bar.enabled and stream.getvalue() == ""
 
@@ -485,3 +525,21 @@ def test_inspect_files_without_boxes(images: int, tmp_path: Path) -> None:
     if images == 0:
         assert r["per_image_percentiles"]["positives"] is None
         assert r["loss_at_init"]["ce"]["negative_share"] is None
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def test_inspect_sizes_print_width_by_height(sample_text: str, tmp_path: Path) -> None:
+    # image 123 is 640 wide and 480 high; image 400 is 480 wide and 640 high
+    rows = {line.split()[0]: line.split() for line in sample_text.splitlines()
+            if line.startswith("  ") and line.split()[0].isdigit()}
+    assert rows["123"][2] == "640×480" and rows["400"][2] == "480×640"
+    assert "anchors per image (W×H)" in sample_text
+    assert "57,600 (480×640, 1 image)" in sample_text
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
+           "categories": [{"id": 1, "name": "thing"}], "annotations": []}
+    path = _write(tmp_path, "one.json", json.dumps(doc))
+    proc = run("inspect", path, "--image-size", "400", "600")
+    assert proc.returncode == 0, proc.stderr
+    assert "600×400 for every image" in proc.stdout
