@@ -3,9 +3,10 @@
 Every function takes a required keyword-only ``xp`` and arrays already in the compute
 dtype. Nothing here overflows for finite input, and every derivative is finite.
 
-|x| and max(x, 0) are written as ``where(x >= 0, …)`` rather than ``abs``/``maximum``:
-autodiff then differentiates one smooth branch at x = 0 (abs' and maximum' split or vanish
-there), so the gradient at exactly 0 is the true one, σ'(0) = 1/4.
+The sigmoid primitives are written without ``select`` (``where``): XLA:CPU runs one
+several times slower than ``min``/``max`` inside a fused loop and will not fuse it into a
+reduction. JAX and PyTorch split ``min``/``max``'s derivative evenly at a tie, so the
+symmetric forms below differentiate exactly at x = 0 (σ'(0) = 1/4).
 """
 
 from __future__ import annotations
@@ -14,48 +15,29 @@ from typing import Any
 
 from ._namespace import constant, device_of
 
-__all__ = ["exp_neg_abs", "modulating", "one_hot_mask", "safe_log", "sigmoid_pair", "softplus",
-           "softplus_pair"]
+__all__ = ["exp_pair", "modulating", "one_hot_mask", "safe_log", "sigmoid_softplus"]
 
 
-def exp_neg_abs(x: Any, *, xp: Any) -> tuple[Any, Any]:
-    """(x ≥ 0, e^−|x|): the one exponential the sigmoid losses need, e ∈ (0, 1]."""
-    nonneg = x >= constant(xp, 0.0, x)
-    return nonneg, xp.exp(-xp.where(nonneg, x, -x))
-
-
-def softplus_pair(x: Any, *, xp: Any, nonneg: Any = None, e: Any = None) -> tuple[Any, Any]:
-    """(softplus(x), softplus(−x)), sharing log1p(e^−|x|); neither formed by subtraction.
-
-    softplus(x) = max(x, 0) + log1p(e^−|x|) is exact to rounding and never overflows; its
-    value at x ≪ 0 (≈ e^x, down to float32's smallest normal and below) keeps full relative
-    accuracy, which ``softplus(x) − x`` would not.
-    """
-    if e is None:
-        nonneg, e = exp_neg_abs(x, xp=xp)
+def exp_pair(x: Any, *, xp: Any) -> tuple[Any, Any]:
+    """(e₊, e₋) = (e^min(x, 0), e^min(−x, 0)): one is exactly 1, the other e^−|x| ∈ (0, 1]."""
     zero = constant(xp, 0.0, x)
-    log1p_e = xp.log1p(e)
-    return xp.where(nonneg, x, zero) + log1p_e, xp.where(nonneg, zero, -x) + log1p_e
+    return xp.exp(xp.minimum(x, zero)), xp.exp(xp.minimum(-x, zero))
 
 
-def softplus(x: Any, *, xp: Any) -> Any:
-    """log(1 + e^x), stably."""
-    return softplus_pair(x, xp=xp)[0]
+def sigmoid_softplus(z: Any, *, xp: Any) -> tuple[Any, Any, Any]:
+    """(σ(z), σ(−z), softplus(z)), select-free, none formed by subtraction.
 
-
-def sigmoid_pair(x: Any, *, xp: Any, nonneg: Any = None, e: Any = None) -> tuple[Any, Any]:
-    """(σ(x), σ(−x)) = (p, 1 − p), each to a few ulps of relative accuracy.
-
-    Both come from one e = exp(−|x|) ∈ (0, 1]: σ(|x|) = 1/(1 + e) and σ(−|x|) = e/(1 + e).
-    Computing 1 − p as σ(−x), rather than by subtraction, keeps its relative accuracy when
-    p is close to 1 — that is what the focal modulating factor (1 − p_t)^γ needs. Pass
-    ``nonneg`` and ``e`` (from :func:`exp_neg_abs`) when the caller already has them.
+    σ(z) = e₊/(e₊ + e₋) and σ(−z) = e₋/(e₊ + e₋) are the numbers σ(|z|) = 1/(1 + e) and
+    σ(−|z|) = e/(1 + e) of e = e^−|z|, bit for bit, each to a few ulps of relative
+    accuracy; softplus(z) = max(z, 0) + log1p(e₊·e₋) is exact to rounding and never
+    overflows, and keeps full relative accuracy at z ≪ 0 (≈ e^z), which
+    ``softplus(−z) + z`` would not. The product (rather than min(e₊, e₋)) keeps autodiff's
+    derivative right where |z| is below rounding and both factors read 1.
     """
-    if e is None:
-        nonneg, e = exp_neg_abs(x, xp=xp)
-    big = 1.0 / (1.0 + e)
-    small = e * big
-    return xp.where(nonneg, big, small), xp.where(nonneg, small, big)
+    ep, en = exp_pair(z, xp=xp)
+    inv = constant(xp, 1.0, z) / (ep + en)
+    sp = xp.maximum(z, constant(xp, 0.0, z)) + xp.log1p(ep * en)
+    return ep * inv, en * inv, sp
 
 
 def one_hot_mask(labels: Any, num_classes: int, *, axis: int = -1, xp: Any) -> Any:

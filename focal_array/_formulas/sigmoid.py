@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._namespace import constant, device_of
-from .._stable import modulating, safe_log
+from .._stable import exp_pair, modulating, safe_log, sigmoid_softplus
 from .base import Formula
 
 __all__ = ["SigmoidFocal", "SigmoidFocalLabels", "SigmoidFocalProbs"]
@@ -47,30 +47,10 @@ __all__ = ["SigmoidFocal", "SigmoidFocalLabels", "SigmoidFocalProbs"]
 Array = Any
 
 
-def _exp_pair(x: Array, *, xp: Any) -> tuple[Array, Array]:
-    """(e₊, e₋) = (e^min(x, 0), e^min(−x, 0)): one is exactly 1, the other e^−|x|."""
-    zero = constant(xp, 0.0, x)
-    return xp.exp(xp.minimum(x, zero)), xp.exp(xp.minimum(-x, zero))
-
-
-def _z_terms(z: Array, *, xp: Any) -> tuple[Array, Array, Array]:
-    """(q, r, B) = (σ(z), σ(−z), softplus(z)), select-free.
-
-    σ(z) = e₊/(e₊ + e₋) and σ(−z) = e₋/(e₊ + e₋) are the numbers σ(|z|) = 1/(1 + e) and
-    σ(−|z|) = e/(1 + e) of e = e^−|z|, bit for bit; softplus(z) = max(z, 0) +
-    log1p(e₊·e₋). The product (rather than min(e₊, e₋)) keeps autodiff's derivative
-    right where |z| is below rounding and both factors read 1.
-    """
-    ep, en = _exp_pair(z, xp=xp)
-    inv = constant(xp, 1.0, z) / (ep + en)
-    bce = xp.maximum(z, constant(xp, 0.0, z)) + xp.log1p(ep * en)
-    return ep * inv, en * inv, bce
-
-
 def _hard_from_z(z: Array, sign: Array, at: Array | None, gamma: float, with_grad: bool,
                  xp: Any) -> tuple[Array, Array | None]:
     """ℓ = α_t q^γ B and dℓ/dx = sign · α_t q^γ (γ p_t B + q), for 0/1 targets via z."""
-    q, r, bce = _z_terms(z, xp=xp)
+    q, r, bce = sigmoid_softplus(z, xp=xp)
     m = modulating(q, gamma, xp=xp)
     loss = bce if m is None else m * bce
     grad = None
@@ -127,7 +107,7 @@ class SigmoidFocal(Formula):
         gamma = self.gamma
         zero, one = constant(xp, 0.0, x), constant(xp, 1.0, x)
         hard_neg = one - y
-        ep, en = _exp_pair(x, xp=xp)
+        ep, en = exp_pair(x, xp=xp)
         log1p_e = xp.log1p(ep * en)
         bce = y * xp.maximum(-x, zero) + hard_neg * xp.maximum(x, zero) + log1p_e
         loss, grad = bce, None
