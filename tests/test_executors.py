@@ -367,3 +367,19 @@ def test_torch_compile_fullgraph_runs_the_formula_whole(loss):
         want.backward()
         torch.testing.assert_close(got, want, rtol=2e-6, atol=0)
         torch.testing.assert_close(a.grad, b.grad, rtol=2e-6, atol=TINY)
+
+
+@pytest.mark.parametrize("formula", FORMULAS[:1] + FORMULAS[5:6], ids=repr)
+def test_torch_cpu_blocks_cross_their_boundaries(monkeypatch, formula):
+    import array_api_compat.torch as xp
+
+    from focal_array._executors import _torch as executor
+
+    block = executor.CPU_BLOCK
+    shape = (2 * block + 5,) if not formula.rowwise else (2 * block // 81 + 3, 81)
+    torch, xt, auxt = _torch_pair(formula, shape, seed=7)
+    x = xt.detach()
+    loss, grad = evaluate_with_grad(formula, x, *auxt, xp=xp)
+    want, want_grad = formula.value_and_grad(x, *auxt, xp=xp)
+    torch.testing.assert_close(loss, want, rtol=1e-6, atol=TINY)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-6, atol=TINY)
