@@ -10,7 +10,10 @@
   the "stable formula in NumPy").
 - :func:`plain_match` — torchvision's ``box_iou`` + ``Matcher`` rule written plainly on
   any ``xp`` (NumPy, ``jax.numpy``, torch through array-api-compat).
-- :func:`naive_softmax_focal_numpy` — log-softmax focal loss written plainly.
+- :func:`naive_softmax_focal_numpy`, :func:`naive_softmax_ce_numpy` — log-softmax focal
+  loss and cross-entropy written plainly in NumPy.
+- :func:`log_softmax_focal_torch`, :func:`log_softmax_focal_jnp` — the softmax focal loss
+  a PyTorch / JAX user would write on top of ``F.log_softmax`` / ``jax.nn.log_softmax``.
 - :func:`reference_sigmoid_grad64` — float64 gradient of the sigmoid focal loss, for the
   accuracy column.
 """
@@ -63,15 +66,40 @@ def fused_stable(xp: Any, x: Any, y: Any, alpha: float = 0.25, gamma: float = 2.
     return alpha_t * xp.exp(gamma * log_q) * bce
 
 
-def naive_softmax_focal_numpy(x: np.ndarray, labels: np.ndarray, alpha: float = 0.25,
-                              gamma: float = 2.0) -> np.ndarray:
-    """−α_t (1 − p_t)^γ log p_t with log p from a max-shifted log-softmax."""
-    z = x - x.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    lp_t = np.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-    p_t = np.exp(lp_t)
-    a_t = np.where(labels >= 1, alpha, 1 - alpha)
-    return -a_t * (1 - p_t) ** gamma * lp_t
+def _naive_log_softmax_t(x: np.ndarray, labels: np.ndarray, axis: int) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return np.take_along_axis(logp, np.expand_dims(labels, axis), axis=axis).squeeze(axis)
+
+
+def naive_softmax_focal_numpy(x: np.ndarray, labels: np.ndarray, gamma: float = 2.0,
+                              axis: int = -1) -> np.ndarray:
+    """−(1 − p_t)^γ log p_t with log p from a max-shifted log-softmax."""
+    lp_t = _naive_log_softmax_t(x, labels, axis)
+    return -((1 - np.exp(lp_t)) ** gamma) * lp_t
+
+
+def naive_softmax_ce_numpy(x: np.ndarray, labels: np.ndarray, axis: int = -1) -> np.ndarray:
+    """−log p_t with log p from a max-shifted log-softmax."""
+    return -_naive_log_softmax_t(x, labels, axis)
+
+
+def log_softmax_focal_torch(x: Any, labels: Any, gamma: float = 2.0, dim: int = -1) -> Any:
+    """−(1 − p_t)^γ log p_t, log p_t from ``F.log_softmax``, p_t = exp(log p_t)."""
+    import torch.nn.functional as F
+
+    lp_t = F.log_softmax(x, dim=dim).gather(dim, labels.unsqueeze(dim)).squeeze(dim)
+    return -((1 - lp_t.exp()) ** gamma) * lp_t
+
+
+def log_softmax_focal_jnp(x: Any, labels: Any, gamma: float = 2.0, axis: int = -1) -> Any:
+    """The same on ``jax.nn.log_softmax``."""
+    import jax
+    import jax.numpy as jnp
+
+    logp = jax.nn.log_softmax(x, axis=axis)
+    lp_t = jnp.take_along_axis(logp, jnp.expand_dims(labels, axis), axis=axis).squeeze(axis)
+    return -((1 - jnp.exp(lp_t)) ** gamma) * lp_t
 
 
 def plain_box_iou(xp: Any, a: Any, b: Any) -> Any:
