@@ -113,8 +113,10 @@ def test_block_boundaries_elementwise(monkeypatch, formula, n):
     np.testing.assert_allclose(evaluate_sum(formula, x, *aux, xp=xp), want.sum(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape, axis", [((BLOCK // 81 * 3 + 5, 81), -1), ((2, 5, 81), 2),
+@pytest.mark.parametrize("shape, axis", [((_blocked.ROW_BLOCK // 81 * 3 + 5, 81), -1),
+                                          ((2, 5, 81), 2),
                                           ((3, 19, 40, 50), 1), ((19, 700), 0),
+                                          ((2, 19, 4000), 1),
                                           ((0, 81), -1), ((4, 1), -1)])
 @pytest.mark.parametrize("formula", FORMULAS[4:7], ids=repr)
 def test_rowwise_layouts(xp, monkeypatch, formula, shape, axis):
