@@ -15,12 +15,21 @@ counts as empty.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from ._namespace import compute_dtype, constant, is_tracing, namespace
+from ._namespace import (
+    compute_dtype,
+    constant,
+    is_numpy,
+    is_strict,
+    is_torch,
+    is_tracing,
+    namespace,
+)
 from ._validate import check_choice, check_floating, eager_check, first_true_index
 
 __all__ = [
@@ -90,8 +99,42 @@ def _batch_shape(name_a: str, shape_a: Sequence[int], name_b: str,
     return tuple(out)
 
 
+def _coordinate_rows(xp: Any, boxes: Any) -> Any:
+    """``(4, ..., N)`` coordinate rows of ``(..., N, 4)`` boxes, each contiguous along N on
+    NumPy and PyTorch: over strided columns their kernels run 3-7x slower."""
+    if is_numpy(xp):
+        import numpy
+
+        return numpy.ascontiguousarray(numpy.moveaxis(boxes, -1, 0))
+    if is_torch(xp):
+        import torch
+
+        return torch.stack(torch.unbind(boxes, dim=-1))
+    return xp.moveaxis(boxes, -1, 0)
+
+
+def _all_sides_finite_nonnegative(xp: Any, boxes: Any) -> bool:
+    """Cheap screen (two reductions over the sides, not seven passes): boxes are well formed
+    exactly when every side ``x2 - x1``, ``y2 - y1`` is finite and >= 0 (a non-finite
+    coordinate makes a side inf or NaN, which min/max propagate); a side overflowing to
+    inf only sends the boxes on to the exact scan."""
+    quiet = contextlib.nullcontext()
+    if is_numpy(xp) or is_strict(xp):  # inf - inf here is expected, not worth a warning
+        import numpy
+
+        quiet = numpy.errstate(invalid="ignore", over="ignore")
+    with quiet:
+        rows = _coordinate_rows(xp, boxes)
+        sides = rows[2:, ...] - rows[:2, ...]
+        ok = (xp.min(sides) >= constant(xp, 0.0, sides)) & \
+            (xp.max(sides) < constant(xp, math.inf, sides))
+    return not is_tracing(ok) and bool(ok)
+
+
 def _first_bad_box(xp: Any, boxes: Any, valid: Any) -> tuple[tuple[int, ...], str] | None:
     """Eagerly find the first box that is non-finite or has x2 < x1 or y2 < y1."""
+    if valid is None and _all_sides_finite_nonnegative(xp, boxes):
+        return None
     x1, y1, x2, y2 = _coords(boxes)
     nonfinite = ~xp.all(xp.isfinite(boxes), axis=-1)
     bad = nonfinite | (x2 < x1) | (y2 < y1)

@@ -9,32 +9,31 @@ Per-anchor results use two negative codes: :data:`BACKGROUND` (``-1``, a negativ
 and :data:`IGNORE` (``-2``, left out of the loss); a value ``>= 0`` is the matched
 ground-truth index (:func:`match`, :func:`match_anchors`) or class (:func:`assign_targets`).
 
-Memory: :func:`match_anchors` builds the ``(..., A, G)`` IoU matrix one coordinate at a
-time (no ``(..., A, G, 2)`` corner tensors) and updates its own fresh temporaries in place
-where the backend has mutable arrays (JAX stays functional and XLA fuses the chain),
-so the peak is about three float matrices of ``(..., A, G)`` — never int64 copies of it.
+The option checks, the IoU and the match rule live in :mod:`focal_array._matching`:
+:func:`match_anchors` builds its IoU gt-major, ``(..., G, A)``, one coordinate at a time
+(no corner tensors), in about three float matrices of that shape updated in place where
+the backend has mutable arrays — never int64 copies of it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ._namespace import (
-    compute_dtype,
-    constant,
-    device_of,
-    is_jax,
-    is_numpy,
-    is_strict,
-    is_torch,
-    is_tracing,
-    namespace,
+from ._matching import BACKGROUND as _BACKGROUND
+from ._matching import IGNORE as _IGNORE
+from ._matching import (
+    _check_mask,
+    _check_options,
+    _int_constant,
+    _match_anchors_impl,
+    _match_core,
+    _prepare_match_inputs,
+    _run,
 )
+from ._namespace import compute_dtype, constant, device_of, is_tracing, namespace
 from ._validate import (
     check_floating,
     check_integer,
@@ -43,18 +42,7 @@ from ._validate import (
     eager_check,
     first_true_index,
 )
-from .boxes import (
-    _area,
-    _batch_shape,
-    _centers,
-    _check_weights,
-    _common_dtype,
-    _coords,
-    _pairwise,
-    _prepare,
-    _safe_divide,
-    check_boxes,
-)
+from .boxes import _centers, _check_weights, _coords
 
 __all__ = [
     "BACKGROUND",
@@ -66,38 +54,9 @@ __all__ = [
 ]
 
 #: Per-anchor code of a negative (background) anchor: best IoU below ``low``.
-BACKGROUND = -1
+BACKGROUND = _BACKGROUND
 #: Per-anchor code of an ignored anchor: best IoU in ``[low, high)``, or inside a crowd box.
-IGNORE = -2
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_thresholds(high: Any, low: Any) -> tuple[float, float]:
-    high = check_number("high", high, low=0.0, high=1.0)
-    low = check_number("low", low, low=0.0, high=1.0)
-    if low > high:
-        raise ValueError(
-            f"low ({low}) must not exceed high ({high}): anchors with IoU >= high are "
-            "positive, < low background, in between ignored"
-        )
-    return high, low
-
-
-def _check_options(high: Any, low: Any, tie_tolerance: Any) -> tuple[float, float, float]:
-    high, low = _check_thresholds(high, low)
-    tol = check_number("tie_tolerance", tie_tolerance, low=0.0, high=1.0)
-    return high, low, tol
-
-
-def _check_mask(xp: Any, mask: Any, name: str, shape: Sequence[int], of: str) -> Any:
-    if mask is None:
-        return None
-    if not xp.isdtype(mask.dtype, "bool"):
-        raise TypeError(f"{name} must be a boolean array, got dtype {mask.dtype}")
-    check_same_shape(of, tuple(shape), name, mask.shape)
-    return mask
+IGNORE = _IGNORE
 
 
 def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> None:
@@ -128,210 +87,6 @@ def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> 
     arrays = [labels] if valid is None else [labels, valid]
     eager_check(arrays, any_bad, message)
 
-
-def _index_dtype(xp: Any, like: Any) -> Any:
-    return xp.__array_namespace_info__().default_dtypes(device=device_of(like))["indexing"]
-
-
-def _int_constant(xp: Any, value: int, like: Any) -> Any:
-    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
-
-
-# --------------------------------------------------------------------------- dispatch
-
-
-@functools.lru_cache(maxsize=128)
-def _jax_compiled(kernel: Callable[..., Any], static: tuple[tuple[str, Any], ...]) -> Any:
-    import jax
-
-    return jax.jit(functools.partial(kernel, **dict(static)))
-
-
-def _run(kernel: Callable[..., Any], xp: Any, *arrays: Any, **static: Any) -> Any:
-    """Run a pure ``xp`` kernel on already validated arrays.
-
-    On JAX the kernel runs as one ``jax.jit`` computation (options static): eager JAX would
-    otherwise compile and dispatch each of its ~100 operations separately. Inside an outer
-    ``jit``/``vmap`` trace the inner ``jit`` is simply inlined.
-    """
-    if is_jax(xp):
-        return _jax_compiled(kernel, tuple(sorted({**static, "xp": xp}.items())))(*arrays)
-    return kernel(*arrays, xp=xp, **static)
-
-
-# --------------------------------------------------------------------------- core
-
-
-def _max_over_anchors(q: Any, xp: Any) -> Any:
-    """``xp.max(q, axis=-2)`` of a tall, narrow (..., A, G) matrix.
-
-    PyTorch's CPU kernel reduces such an outer axis several times slower than blocks of it:
-    there the rows are reduced in blocks of 512 first (the same maximum, exactly).
-    """
-    n = q.shape[-2]
-    block = 512
-    if not is_torch(xp) or n < 4 * block:
-        return xp.max(q, axis=-2)
-    m = n // block * block
-    head = xp.reshape(q[..., :m, :], (*q.shape[:-2], m // block, block, q.shape[-1]))
-    best = xp.max(xp.max(head, axis=-2), axis=-2)
-    return best if m == n else xp.maximum(best, xp.max(q[..., m:, :], axis=-2))
-
-
-def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol: float,
-                xp: Any, owned: bool = False) -> Any:
-    """Per-anchor match of a quality matrix (..., A, G); excluded gts already < 0.
-
-    ``owned``: ``q`` is this module's own temporary, free to be overwritten (NumPy and
-    PyTorch then spare a pass and an (..., A, G) boolean matrix).
-    """
-    n_anchors, n_gts = q.shape[-2], q.shape[-1]
-    if n_gts == 0:
-        return xp.full(q.shape[:-1], BACKGROUND, dtype=_index_dtype(xp, q),
-                       device=device_of(q))
-    fast = owned and (is_numpy(xp) or is_torch(xp))
-    arg = xp.argmax(q, axis=-1)  # first maximum: ties go to the lowest gt index
-    if fast:  # the maximum is the value at the argmax: a gather instead of a pass
-        best = xp.take_along_axis(q, arg[..., None], axis=-1)[..., 0]
-    else:
-        best = xp.max(q, axis=-1)
-    matched = xp.where(
-        best >= constant(xp, high, q),
-        arg,
-        xp.where(best >= constant(xp, low, q), _int_constant(xp, IGNORE, arg),
-                 _int_constant(xp, BACKGROUND, arg)),
-    )
-    if allow_low_quality and n_anchors > 0:
-        gt_best = _max_over_anchors(q, xp)  # (..., G)
-        if tol > 0:
-            tiny = constant(xp, xp.finfo(q.dtype).smallest_normal, q)
-            threshold = xp.maximum(gt_best - constant(xp, tol, q), tiny)
-        else:
-            threshold = gt_best
-        # a gt whose best quality is 0 (or that is excluded, < 0) claims nothing
-        threshold = xp.where(gt_best > constant(xp, 0.0, q), threshold,
-                             constant(xp, math.inf, q))
-        if fast:  # q >= t  ⇔  q − t >= 0 exactly (IEEE, gradual underflow)
-            q = _inplace(q, "subtract", threshold[..., None, :], xp)
-            claimed = xp.max(q, axis=-1) >= constant(xp, 0.0, q)
-        else:
-            claimed = xp.any(q >= threshold[..., None, :], axis=-1)
-        matched = xp.where(claimed, arg, matched)
-    return matched
-
-
-_OPS = {
-    "subtract": (operator.isub, operator.sub),
-    "multiply": (operator.imul, operator.mul),
-    "divide": (operator.itruediv, operator.truediv),
-}
-
-
-def _inplace(x: Any, op: str, y: Any, xp: Any) -> Any:
-    """``x op= y`` on a fresh private temporary where the backend has mutable arrays
-    (NumPy, PyTorch — eager or compiled —, array_api_strict); ``x op y`` elsewhere (JAX,
-    where XLA fuses the chain anyway). Never called on a caller's array."""
-    in_place, out_of_place = _OPS[op]
-    if is_numpy(xp) or is_torch(xp) or is_strict(xp):
-        return in_place(x, y)
-    return out_of_place(x, y)
-
-
-def _into(op: str, a: Any, b: Any, out: Any, xp: Any) -> Any:
-    """``xp.<op>(a, b)`` written into ``out``, a private temporary of the broadcast shape
-    and dtype, on NumPy and PyTorch; a new array elsewhere. Never a caller's array."""
-    if is_numpy(xp):
-        import numpy
-
-        return getattr(numpy, op)(a, b, out=out)
-    if is_torch(xp):
-        import torch
-
-        return getattr(torch, op)(a, b, out=out)
-    return getattr(xp, op)(a, b)
-
-
-def _clamp_min(x: Any, low: Any, xp: Any) -> Any:
-    """``max(x, low)`` for a 0-d ``low``, in place on a private temporary where possible."""
-    return _into("maximum", x, low, x, xp)
-
-
-def _anchor_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: float,
-                    xp: Any) -> tuple[Any, Any]:
-    """IoU (..., A, G) with excluded gts at -1, and the per-anchor crowd flag (or None).
-
-    Memory-lean: three (..., A, G) float temporaries, updated in place; on NumPy and
-    PyTorch they are also reused through ``out=`` (every fresh matrix costs page faults).
-    """
-    if is_torch(xp):  # integer matches only: no autograd through the out= writes below
-        anchors, gts = anchors.detach(), gts.detach()
-    (ax1, ay1, ax2, ay2), (gx1, gy1, gx2, gy2) = _pairwise(anchors, gts)
-    zero = constant(xp, 0.0, anchors)
-    t = xp.maximum(ax1, gx1)
-    w = _clamp_min(_inplace(xp.minimum(ax2, gx2), "subtract", t, xp), zero, xp)
-    u = xp.maximum(ay1, gy1)
-    h = _clamp_min(_inplace(_into("minimum", ay2, gy2, t, xp), "subtract", u, xp), zero, xp)
-    inter = _inplace(w, "multiply", h, xp)
-    del w, h, t
-    area_a = _area(anchors, xp)
-    in_crowd = None
-    # with no gts at all there is no crowd region (and max over an empty axis is undefined)
-    if crowd is not None and gts.shape[-2] > 0:
-        crowd_inter = xp.max(xp.where(crowd[..., None, :], inter, zero), axis=-1)
-        ioa = _safe_divide(crowd_inter, area_a, xp)
-        in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & (crowd_inter > zero)
-    union = _into("add", area_a[..., :, None], _area(gts, xp)[..., None, :], u, xp)
-    del u
-    union = _inplace(union, "subtract", inter, xp)
-    # union == 0 only when inter == 0: then IoU = 0 / tiny = 0, never NaN
-    union = _clamp_min(union, constant(xp, xp.finfo(union.dtype).smallest_normal, union), xp)
-    iou = _inplace(inter, "divide", union, xp)
-    del union
-    if ok is not None:
-        okf = xp.astype(ok, iou.dtype)[..., None, :]
-        iou = _inplace(iou, "multiply", okf, xp)
-        iou = _inplace(iou, "subtract", constant(xp, 1.0, okf) - okf, xp)
-    return iou, in_crowd
-
-
-def _prepare_match_inputs(anchors: Any, gt_boxes: Any, gt_valid: Any, gt_crowd: Any,
-                          xp: Any) -> tuple[Any, Any, Any, Any]:
-    anchors = _prepare(xp, anchors, "anchors")
-    gts = _prepare(xp, gt_boxes, "gt_boxes")
-    if anchors.ndim < 2 or gts.ndim < 2:
-        raise ValueError(
-            "anchors and gt_boxes must have shape (..., A, 4) and (..., G, 4), got "
-            f"{tuple(anchors.shape)} and {tuple(gts.shape)}"
-        )
-    _batch_shape("anchors", anchors.shape[:-2], "gt_boxes", gts.shape[:-2])
-    anchors, gts = _common_dtype(xp, anchors, gts, "anchors", "gt_boxes")
-    gt_shape = gts.shape[:-1]
-    valid = _check_mask(xp, gt_valid, "gt_valid", gt_shape, "gt_boxes.shape[:-1]")
-    crowd = _check_mask(xp, gt_crowd, "gt_crowd", gt_shape, "gt_boxes.shape[:-1]")
-    check_boxes(xp, anchors, "anchors")
-    check_boxes(xp, gts, "gt_boxes", valid=valid)
-    return anchors, gts, valid, crowd
-
-
-def _match_anchors_impl(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high: float,
-                        low: float, allow_low_quality: bool, crowd_ioa: float, tol: float,
-                        xp: Any) -> Any:
-    if valid is not None:
-        # padding may hold anything (even NaN): make it an empty box before any math
-        gts = xp.where(valid[..., None], gts, constant(xp, 0.0, gts))
-        if crowd is not None:
-            crowd = crowd & valid
-    ok = valid
-    if crowd is not None:
-        ok = ~crowd if ok is None else ok & ~crowd
-    iou, in_crowd = _anchor_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
-    matched = _match_core(iou, high=high, low=low, allow_low_quality=allow_low_quality,
-                          tol=tol, xp=xp, owned=True)
-    if in_crowd is not None:
-        not_positive = matched < _int_constant(xp, 0, matched)
-        matched = xp.where(not_positive & in_crowd, _int_constant(xp, IGNORE, matched),
-                           matched)
-    return matched
 
 
 # --------------------------------------------------------------------------- public

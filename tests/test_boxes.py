@@ -210,7 +210,13 @@ def test_non_floating_boxes_rejected(xp):
 @pytest.mark.parametrize(
     ("box", "reason"),
     [([3.0, 0.0, 1.0, 1.0], r"x2 < x1"), ([0.0, 3.0, 1.0, 1.0], r"y2 < y1"),
-     ([0.0, 0.0, math.inf, 1.0], r"a non-finite"), ([math.nan, 0.0, 1.0, 1.0], r"a non-finite")],
+     ([0.0, 0.0, math.inf, 1.0], r"a non-finite"), ([math.nan, 0.0, 1.0, 1.0], r"a non-finite"),
+     # every way a side can stay finite or >= 0 while a coordinate is not: the cheap screen
+     # on the sides must still send these to the exact scan
+     ([math.inf, 0.0, math.inf, 1.0], r"a non-finite"),
+     ([-math.inf, 0.0, 1.0, 1.0], r"a non-finite"),
+     ([0.0, -math.inf, 1.0, -math.inf], r"a non-finite"),
+     ([0.0, 0.0, 1.0, math.nan], r"a non-finite")],
 )
 def test_malformed_box_named_by_index(xp, box, reason):
     b = np.zeros((2, 3, 4))
@@ -221,6 +227,12 @@ def test_malformed_box_named_by_index(xp, box, reason):
         fb.box_iou(good, asarray(xp, b, "float32"))
     with pytest.raises(ValueError, match=rf"boxes\[1, 2\] = .* has {reason}"):
         fb.area(asarray(xp, b, "float32"))
+
+
+def test_huge_boxes_whose_sides_overflow_are_accepted(xp):
+    # x2 - x1 overflows float32 to inf: the screen fails, the exact scan finds nothing wrong
+    huge = asarray(xp, [[-3e38, 0.0, 3e38, 1.0], [0.0, 0.0, 1.0, 1.0]], "float32")
+    fb.check_boxes(xp, huge, "boxes")
 
 
 def test_bad_options(xp):

@@ -515,3 +515,67 @@ def test_iou_of_match_anchors_equals_box_iou(xp):
     iou = to_numpy(fb.box_iou(f32(xp, anchors), f32(xp, gts)))
     got = ints(fm.match_anchors(f32(xp, anchors), f32(xp, gts)))
     check_ints(fm.match(f32(xp, iou)), got, xp)
+
+
+# --------------------------------------------------------------------------- gt-major paths
+
+
+@pytest.mark.parametrize("n_gts", [0, 1, 2, 3, 7, 20])
+def test_gt_major_match_equals_reference_at_coco_counts(xp, n_gts):
+    # NumPy/PyTorch/array_api_strict build the IoU gt-major (G, A), JAX anchor-major: every
+    # backend must give the reference's matches, on a tie-heavy grid with padding and crowds
+    rng = np.random.default_rng(100 + n_gts)
+    anchors = _grid_boxes(rng, (300,), size=40, max_wh=16)
+    gts = _grid_boxes(rng, (2, n_gts), size=40, max_wh=16)
+    if n_gts >= 2:
+        gts[:, 1] = gts[:, 0]  # duplicate gts: ties between gts go to the lower index
+        gts[0, -1] = anchors[7]  # a gt equal to an anchor (IoU exactly 1)
+    valid = rng.random((2, n_gts)) > 0.2
+    crowd = rng.random((2, n_gts)) > 0.8
+    for kw in ({}, {"allow_low_quality_matches": False}, {"tie_tolerance": 0.05}):
+        for v, c in ((None, None), (valid, None), (valid, crowd)):
+            expected = np.stack([
+                ref.match_anchors(anchors, gts[b], None if v is None else v[b],
+                                  None if c is None else c[b], **kw) for b in range(2)])
+            got = fm.match_anchors(f32(xp, anchors), f32(xp, gts),
+                                   gt_valid=None if v is None else asarray(xp, v),
+                                   gt_crowd=None if c is None else asarray(xp, c), **kw)
+            check_ints(got, expected, xp)
+
+
+@pytest.mark.parametrize("n_gts", [1, 3, 255, 256, 300])
+def test_first_max_over_gts_is_the_first_argmax(xp, n_gts):
+    # the tie-scored argmax (uint8 scores below 256 gts, uint16 above; float on PyTorch)
+    # against xp.argmax, on a matrix of few distinct values, so most columns have ties
+    from focal_array import _matching
+
+    rng = np.random.default_rng(n_gts)
+    q = f32(xp, rng.integers(0, 3, size=(2, n_gts, 50)) / 2 - (rng.random((2, n_gts, 1)) < 0.1))
+    best = xp.max(q, axis=-2)
+    scratch = xp.empty(q.shape, dtype=q.dtype)
+    got = _matching._first_max_gt(q, best, scratch, xp)
+    check_ints(got, ints(xp.argmax(q, axis=-2)), xp)
+
+
+def test_match_anchors_equals_match_of_box_iou_across_gt_counts(xp):
+    # the gt-major IoU inside match_anchors against the public (A, G) box_iou + match, with
+    # exact (integer-box) IoUs so both layouts see the same ties
+    rng = np.random.default_rng(8)
+    anchors = _grid_boxes(rng, (400,), size=30, max_wh=12)
+    for n_gts in (1, 2, 3, 5, 7, 50):
+        gts = _grid_boxes(rng, (n_gts,), size=30, max_wh=12)
+        iou = fb.box_iou(f32(xp, anchors), f32(xp, gts))
+        check_ints(fm.match_anchors(f32(xp, anchors), f32(xp, gts)), ints(fm.match(iou)), xp)
+
+
+def test_torch_gradients_untouched_by_matching():
+    torch = require("torch")
+    # the in-place work happens on detached private temporaries: the caller's boxes keep
+    # requires_grad and their values
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]],
+                           requires_grad=True)
+    gts = torch.tensor([[0.0, 0.0, 10.0, 12.0]], requires_grad=True)
+    before = anchors.detach().clone(), gts.detach().clone()
+    out = fm.match_anchors(anchors, gts)
+    assert out.tolist() == [0, BACKGROUND] and anchors.requires_grad
+    assert torch.equal(anchors.detach(), before[0]) and torch.equal(gts.detach(), before[1])
