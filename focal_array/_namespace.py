@@ -8,6 +8,7 @@ the caller's arrays already come from it (it is then in ``sys.modules``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -165,8 +166,22 @@ def constant(xp: Any, value: float, like: Any) -> Any:
     dtypes from promoting and keeps ``torch.compile`` graphs whole; formulas make all of
     theirs here, so an executor can tell them apart (:func:`constants_scaled_by`).
     """
-    c = xp.asarray(value, dtype=like.dtype, device=device_of(like))
-    return c * _UNIT[-1] if _UNIT else c
+    if _UNIT:
+        return xp.asarray(value, dtype=like.dtype, device=device_of(like)) * _UNIT[-1]
+    if is_numpy(xp):
+        # an eager executor makes the same few constants for every block; NumPy's 0-d
+        # arrays are cached (nothing writes to them) instead of made afresh each time
+        return _numpy_constant(float(value), like.dtype)
+    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
+
+
+@functools.lru_cache(maxsize=1024)
+def _numpy_constant(value: float, dtype: Any) -> Any:
+    import numpy as np
+
+    c = np.asarray(value, dtype=dtype)
+    c.flags.writeable = False
+    return c
 
 
 @contextlib.contextmanager
