@@ -77,12 +77,9 @@ def _alpha_t(xp: Any, alpha_vec: Array, labels: Array) -> Array:
 
 
 @dataclass(frozen=True)
-class SoftmaxFocal(Formula):
-    """−α_t (1 − p_t)^γ log p_t from logits and integer labels; γ = 0 is cross-entropy.
-
-    Auxiliary arrays: the labels (row shape) and, when ``alpha`` is set, the per-class α
-    vector ``(C,)``.
-    """
+class _SoftmaxFormula(Formula):
+    """Fields and layout shared by the softmax formulas: row-wise over the class axis, the
+    labels (row shape) then, when ``alpha`` is set, the per-class α vector ``(C,)``."""
 
     gamma: float
     alpha: bool  # True: a per-class α vector is passed after the labels
@@ -92,6 +89,15 @@ class SoftmaxFocal(Formula):
     @property
     def aux_kinds(self) -> tuple[str, ...]:
         return ("row", "class") if self.alpha else ("row",)
+
+
+@dataclass(frozen=True)
+class SoftmaxFocal(_SoftmaxFormula):
+    """−α_t (1 − p_t)^γ log p_t from logits and integer labels; γ = 0 is cross-entropy.
+
+    Auxiliary arrays: the labels (row shape) and, when ``alpha`` is set, the per-class α
+    vector ``(C,)``.
+    """
 
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
@@ -164,7 +170,7 @@ def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
 
 
 @dataclass(frozen=True)
-class SoftmaxFocalSmoothed(Formula):
+class SoftmaxFocalSmoothed(_SoftmaxFormula):
     """Σ_j t_j α_j (1 − p_j)^γ (−log p_j), t = (1 − ε)·onehot + ε / C, from logits.
 
     Each class's ``log p_j`` and ``1 − p_j`` come from the shifted exponentials, the
@@ -172,16 +178,9 @@ class SoftmaxFocalSmoothed(Formula):
     derivative: the backends' autodiff differentiates it.
     """
 
-    gamma: float
-    alpha: bool
     smoothing: float
 
-    rowwise: ClassVar[bool] = True
     has_grad: ClassVar[bool] = False
-
-    @property
-    def aux_kinds(self) -> tuple[str, ...]:
-        return ("row", "class") if self.alpha else ("row",)
 
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
@@ -215,7 +214,7 @@ def _smoothed_sum(xp: Any, log_p: Array, q: Array, mask: Array, alpha_vec: tuple
 
 
 @dataclass(frozen=True)
-class SoftmaxFocalProbs(Formula):
+class SoftmaxFocalProbs(_SoftmaxFormula):
     """The softmax focal loss of a probability vector along the class axis
     (``from_logits=False``), with or without label smoothing.
 
@@ -223,16 +222,9 @@ class SoftmaxFocalProbs(Formula):
     large finite loss). No analytic derivative: the backends' autodiff differentiates it.
     """
 
-    gamma: float
-    alpha: bool
     smoothing: float
 
-    rowwise: ClassVar[bool] = True
     has_grad: ClassVar[bool] = False
-
-    @property
-    def aux_kinds(self) -> tuple[str, ...]:
-        return ("row", "class") if self.alpha else ("row",)
 
     def terms(self, p: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
