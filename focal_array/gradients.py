@@ -54,7 +54,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._executors import evaluate_with_grad
-from ._namespace import constant
 from .losses import (
     _mean_scale,
     _prepare_sigmoid,
@@ -198,16 +197,14 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
     xp, x, ax, alpha_vec, gamma, _, valid = _prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
         reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0)
-    zero = constant(xp, 0.0, x)
     formula = softmax_formula(alpha_vec, gamma, True, 0.0)
     aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
+    # the formula gives ignored rows (negative labels) loss and gradient exactly 0
     loss, grad = evaluate_with_grad(formula, x, *aux, xp=xp, axis=ax)
-    loss = xp.where(valid, loss, zero)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,
                        valid=valid, loss_shape=tuple(loss.shape), like=loss)
-    # per-row scale of the reduction; ignored rows get none
+    # per-row scale of the reduction
     row = _apply_scale(xp.ones_like(loss), w, c)
-    row = xp.where(valid, xp.broadcast_to(row, tuple(loss.shape)), zero)
     grad = grad * xp.expand_dims(row, axis=ax)
     value = _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
                     valid=valid, xp=xp)

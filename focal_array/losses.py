@@ -157,11 +157,9 @@ def _evaluate_reduced(formula: Formula, x: Array, aux: tuple, *, axis: int, weig
     total = evaluate_sum(formula, x, *aux, xp=xp, axis=axis)
     if reduction == "sum":
         return total
-    loss_shape = tuple(x.shape)
-    if formula.rowwise:
-        loss_shape = tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
     return total * _mean_scale(xp, w=None, normalizer=normalizer, valid=valid,
-                               loss_shape=loss_shape, like=total)
+                               loss_shape=formula.loss_shape(tuple(x.shape), axis),
+                               like=total)
 
 
 def _mean_scale(xp: Any, *, w: Any, normalizer: Any, valid: Any, loss_shape: tuple,

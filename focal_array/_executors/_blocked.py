@@ -92,7 +92,4 @@ def run(formula: Formula, x: Array, aux: tuple, *, xp: Any, axis: int, with_grad
     if summed:
         total = xp.sum(xp.stack(parts)) if parts else xp.zeros((), dtype=x.dtype, device=dev)
         return total, grad
-    out_shape = tuple(x.shape)
-    if formula.rowwise:
-        out_shape = tuple(s for i, s in enumerate(x.shape) if i != axis % x.ndim)
-    return xp.reshape(loss, out_shape), grad
+    return xp.reshape(loss, formula.loss_shape(tuple(x.shape), axis)), grad

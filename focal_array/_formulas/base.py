@@ -36,6 +36,12 @@ class Formula:
         """(loss, d sum(loss) / dx or None); ``axis`` is the class axis (row-wise only)."""
         raise NotImplementedError
 
+    def loss_shape(self, shape: tuple[int, ...], axis: int = -1) -> tuple[int, ...]:
+        """The loss's shape for logits of ``shape`` (without the class axis if row-wise)."""
+        if not self.rowwise:
+            return tuple(shape)
+        return tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+
     def specialize(self, *aux: Array, xp: Any) -> Formula:
         """An equivalent formula that is cheaper for these auxiliary values, or ``self``.
 
