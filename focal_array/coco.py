@@ -9,6 +9,10 @@ standard library's :mod:`json` (no pycocotools). Conventions (also in ``docs/coc
 * **Boxes**: COCO ``bbox = [x, y, width, height]`` becomes ``[x, y, x + width, y + height]``
   (float64, pixels, not clipped to the image). Boxes with ``width <= 0`` or
   ``height <= 0`` are dropped, recorded in :attr:`CocoDataset.dropped` and warned about.
+  A ``bbox`` with a non-finite number, or a corner beyond float32's range (``|x| > 3.4e38``,
+  which every float32 batch would hold as inf), is refused with :class:`CocoFormatError`.
+* **Integers** (ids, sizes) must fit int64; deeper nesting than Python's JSON parser can
+  follow is a :class:`CocoFormatError` too, never an ``OverflowError``/``RecursionError``.
 * **Order**: images and each image's boxes keep the order of the file.
 * **Padding** (:meth:`CocoDataset.padded_batch`): box ``[0, 0, 0, 0]``, label ``-1``,
   ``valid = False``, ``crowd = False``.
@@ -46,6 +50,10 @@ __all__ = [
 
 #: Label of a padding slot in :meth:`CocoDataset.padded_batch` (never a real class).
 PAD_LABEL = -1
+#: Integers in the file (ids, sizes) must fit a signed 64-bit integer (the arrays' dtype).
+_INT64 = (-(2**63), 2**63 - 1)
+#: Box corners must be finite in float32, the default dtype of every batch.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class CocoFormatError(ValueError):
@@ -292,6 +300,10 @@ class CocoDataset:
             ValueError: an unknown or empty list of image ids; ``max_boxes`` not a positive
                 integer; an image has more than ``max_boxes`` boxes and ``truncate`` is
                 False (the message lists those images and their counts).
+                A ``label_dtype`` that cannot hold the padding label -1 and every label
+                ``0 … K-1`` (any unsigned dtype; int8 for more than 128 categories), or a
+                ``dtype`` in which a box coordinate of the batch would overflow to inf
+                (float16 holds coordinates up to 65504), naming the annotation id and the value.
             TypeError: ``dtype`` not real floating or ``label_dtype`` not integer.
 
         Examples:
@@ -339,6 +351,7 @@ class CocoDataset:
         elif not xp.isdtype(label_dtype, "integral"):
             raise TypeError(f"label_dtype must be an integer dtype of {xp.__name__}, "
                             f"got {label_dtype}")
+        self._check_label_dtype(xp, label_dtype)
 
         # assembled on the host: this is input data, not a computation on caller arrays
         b = len(ids)
@@ -352,12 +365,47 @@ class CocoDataset:
             labels[row, :n] = ann.labels[:n]
             valid[row, :n] = True
             crowd[row, :n] = ann.crowd[:n]
+        _check_box_dtype(xp, dtype, ids, per_image, g)
         return PaddedBatch(
             boxes=xp.asarray(boxes, dtype=dtype, device=device),
             labels=xp.asarray(labels, dtype=label_dtype, device=device),
             valid=xp.asarray(valid, dtype=xp.bool, device=device),
             crowd=xp.asarray(crowd, dtype=xp.bool, device=device),
         )
+
+    def _check_label_dtype(self, xp: Any, label_dtype: Any) -> None:
+        """Refuse an integer dtype that cannot hold PAD_LABEL and every label 0 … K-1
+        (uint8 would turn the padding -1 into 255, a real class for K > 255)."""
+        info = xp.iinfo(label_dtype)
+        top = max(self.num_classes - 1, 0)
+        if info.min > PAD_LABEL or info.max < top:
+            raise ValueError(
+                f"label_dtype {_dtype_name(label_dtype)} holds [{info.min}, {info.max}], "
+                f"which cannot hold the padding label {PAD_LABEL} and the labels 0 … {top} of "
+                f"{self.num_classes} categories: use a signed integer dtype with room for "
+                "both (int16, int32 or int64)")
+
+
+def _dtype_name(dtype: Any) -> str:
+    # NumPy's and JAX's dtypes are classes (repr "<class 'numpy.uint8'>"), torch's objects
+    return getattr(dtype, "__name__", None) or str(dtype)
+
+
+def _check_box_dtype(xp: Any, dtype: Any, ids: Sequence[int],
+                     per_image: Sequence[ImageAnnotations], g: int) -> None:
+    """Refuse a box dtype in which a kept corner of the batch would overflow to inf (float16
+    holds |x| <= 65504): name the first such annotation, its image and the value."""
+    limit = float(xp.finfo(dtype).max)
+    for image_id, ann in zip(ids, per_image, strict=True):
+        kept = ann.boxes[:g]
+        if kept.size == 0 or float(np.abs(kept).max()) <= limit:
+            continue
+        row, col = np.unravel_index(int(np.argmax(np.abs(kept))), kept.shape)
+        raise ValueError(
+            f"annotation id {int(ann.annotation_ids[row])} of image {image_id} has the box "
+            f"coordinate {float(kept[row, col]):g}, which {_dtype_name(dtype)} cannot hold "
+            f"(|x| <= {limit:g}): it would be inf; use float32 boxes (the default) or scale the "
+            "boxes down first")
 
 
 def _check_id_list(image_ids: Any) -> list[int]:
@@ -416,6 +464,9 @@ class _Parser:
         value = self.field(entry, where, key)
         if not _is_int(value):
             raise self.fail(where, f'"{key}" must be an integer, got {value!r}')
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise self.fail(where, f'"{key}" must fit a signed 64-bit integer '
+                                   f"([-2**63, 2**63 - 1]), got {value}")
         if positive and value <= 0:
             raise self.fail(where, f'"{key}" must be positive, got {value!r}')
         return int(value)
@@ -430,6 +481,12 @@ class _Parser:
         if value in seen:
             raise self.fail(where, f"duplicate {kind} id {value}")
         seen.add(value)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr`` of a (possibly huge) value, cut to one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_int(value: Any) -> bool:
@@ -494,9 +551,18 @@ def _parse(doc: Any, source: str, *, warn: bool) -> CocoDataset:
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
             raise p.fail(where, f'"bbox" must be a list of four numbers '
                                 f"[x, y, width, height], got {bbox!r}")
-        x, y, w, h = (float(v) for v in bbox)
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except OverflowError:  # an integer literal beyond every float
+            x = y = w = h = math.inf
         if not all(math.isfinite(v) for v in (x, y, w, h)):
-            raise p.fail(where, f'"bbox" must hold finite numbers, got {bbox!r}')
+            raise p.fail(where, f'"bbox" must hold finite numbers, got {_short(bbox)}')
+        corners = (x, y, x + w, y + h)
+        if not all(abs(v) <= _FLOAT32_MAX for v in corners):
+            # refused like a non-finite number: in float32, the dtype of every batch by
+            # default, such a box would be inf and poison every IoU it takes part in
+            raise p.fail(where, f'"bbox" {_short(bbox)} has corners {list(corners)}, '
+                                f"beyond the float32 range (|x| <= {_FLOAT32_MAX:.7g})")
         crowd_flag = entry.get("iscrowd", 0)
         if crowd_flag not in (0, 1) or isinstance(crowd_flag, float):
             raise p.fail(where, f'"iscrowd" must be 0 or 1, got {crowd_flag!r}')
@@ -550,10 +616,11 @@ def load(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
     Raises:
         FileNotFoundError: the path does not exist.
         CocoFormatError: invalid JSON, or a malformed entry: a missing key, ``bbox`` not
-            four numbers, a non-finite number, an ``image_id``/``category_id`` that does not
-            exist, a duplicate id, ``iscrowd`` not 0/1. The message names the file, the
-            entry (``annotation id 17``, or ``annotations[3]`` when it has no usable id)
-            and the field.
+            four numbers, a non-finite number, a box corner beyond float32's range, an
+            integer beyond int64, JSON nested too deeply, an ``image_id``/``category_id``
+            that does not exist, a duplicate id, ``iscrowd`` not 0/1. The message names
+            the file, the entry (``annotation id 17``, or ``annotations[3]`` when it has
+            no usable id) and the field.
 
     Examples:
         >>> ds = load({"images": [{"id": 1, "file_name": "a.jpg", "width": 64,
@@ -582,6 +649,12 @@ def load(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
     except json.JSONDecodeError as exc:
         raise CocoFormatError(f"{path}: invalid JSON at line {exc.lineno}, column "
                               f"{exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        # the standard parser recurses once per nesting level; a COCO file nests 4 deep
+        raise CocoFormatError(f"{path}: JSON nested too deeply to parse (a COCO file is an "
+                              "object of lists of objects)") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise CocoFormatError(f"{path}: invalid JSON: {_short(str(exc))}") from None
     return _parse(doc, str(path), warn=warn)
 
 

@@ -371,3 +371,87 @@ def test_directory_is_not_a_file(tmp_path):
 def test_bad_argument_type():
     with pytest.raises(TypeError, match="path or a dict"):
         load(42)
+
+
+# ----------------------------------------------------------------------------- hostile input
+# (issue 11) values that would overflow a dtype, integers beyond int64, deep nesting
+
+
+def _one_box(bbox, **ids) -> dict:
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+           "categories": [{"id": 1, "name": "c"}],
+           "annotations": [{"id": 9, "image_id": 1, "category_id": 1, "bbox": bbox}]}
+    for key, value in ids.items():
+        section, field = key.split("__")
+        doc[section][0][field] = value
+    return doc
+
+
+@pytest.mark.parametrize("bbox", [
+    [1e39, 0, 10, 5],          # x itself is no float32
+    [3e38, 0, 1e38, 5],        # x + width = 4e38 is not
+    [0, -3e38, 5, -1e38],      # y + height = -4e38: refused, not dropped as degenerate
+    [1.5e308, 0, 1.5e308, 5],  # x + width overflows even float64
+])
+def test_box_beyond_float32_is_refused(bbox):
+    with pytest.raises(CocoFormatError, match=r"annotation id 9: \"bbox\" .* beyond the "
+                                              r"float32 range"):
+        load(_one_box(bbox))
+
+
+def test_integer_beyond_every_float_in_bbox():
+    with pytest.raises(CocoFormatError, match=r"annotation id 9: \"bbox\" must hold finite"):
+        load(_one_box([10**400, 0, 1, 1]))
+
+
+@pytest.mark.parametrize(("key", "field"), [
+    ("annotations__id", "id"), ("annotations__image_id", "image_id"),
+    ("annotations__category_id", "category_id"), ("images__width", "width"),
+    ("categories__id", "id")])
+def test_integers_beyond_int64_are_refused(key, field):
+    with pytest.raises(CocoFormatError, match=rf"\"{field}\" must fit a signed 64-bit "
+                                              rf"integer.*got {2**63}"):
+        load(_one_box([1, 2, 3, 4], **{key: 2**63}))
+    load(_one_box([1, 2, 3, 4], annotations__id=2**63 - 1))  # the largest int64 is fine
+
+
+def test_deeply_nested_json_is_a_format_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CocoFormatError, match="nested too deeply"):
+        load(path)
+
+
+@pytest.mark.parametrize("name", ["uint8", "uint16", "uint64"])
+def test_unsigned_label_dtype_is_refused(sample, name):
+    # uint8 would hold the padding label -1 as 255
+    with pytest.raises(ValueError, match=rf"label_dtype {name} holds \[0, \d+\], which "
+                                         r"cannot hold the padding label -1"):
+        sample.padded_batch(label_dtype=getattr(np, name))
+
+
+def test_label_dtype_too_small_for_the_classes():
+    doc = _one_box([1, 2, 3, 4])
+    doc["categories"] = [{"id": i + 1, "name": f"c{i}"} for i in range(200)]
+    ds = load(doc)
+    with pytest.raises(ValueError, match=r"label_dtype int8 holds \[-128, 127\].*labels "
+                                         r"0 … 199 of 200 categories"):
+        ds.padded_batch(label_dtype=np.int8)
+    assert ds.padded_batch(label_dtype=np.int16).labels.tolist() == [[0]]
+    small = load(_one_box([1, 2, 3, 4]))  # int8 holds -1 and label 0
+    assert small.padded_batch(label_dtype=np.int8, max_boxes=2).labels.tolist() == [[0, -1]]
+
+
+def test_float16_boxes_that_overflow_are_refused():
+    # float16 holds |x| <= 65504: the box [70000, 0, 70010, 5] would be inf
+    ds = load(_one_box([70000, 0, 10, 5]))
+    with pytest.raises(ValueError, match=r"annotation id 9 of image 1 has the box coordinate "
+                                         r"70010, which float16 cannot hold"):
+        ds.padded_batch(dtype=np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        boxes = ds.padded_batch(dtype=np.float32).boxes
+    assert boxes.tolist() == [[[70000.0, 0.0, 70010.0, 5.0]]]
+    # in range, float16 is fine
+    assert load(_one_box([600, 0, 10, 5])).padded_batch(dtype=np.float16).boxes.dtype \
+        == np.float16

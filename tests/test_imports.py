@@ -20,7 +20,7 @@ LAYERS = [
     {"_formulas"},
     {"_executors"},
     {"losses", "gradients", "normalization", "boxes", "anchors", "coco", "matcher",
-     "_matching"},
+     "_matching", "_match_iou", "box_coder", "_box_common"},
     {"detection"},
     {"cli", "_cli_stats", "_cli_report", "_cli_progress", "__init__"},
 ]
