@@ -1,23 +1,19 @@
-"""The matching core behind :mod:`focal_array.matcher`: option checks, the JAX dispatch, the
-anchor–gt IoU and the per-anchor match rule.
+"""The matching core behind :mod:`focal_array.matcher`: option checks, the JAX dispatch
+and the per-anchor match rule (the IoU it reads is built in :mod:`._match_iou`).
 
-Two layouts, one rule. :func:`_match_core` reads an ``(..., A, G)`` quality matrix (a
-caller's, for :func:`~focal_array.matcher.match`, and JAX's own IoU, see
-:func:`_anchor_major_quality`). On the other backends :func:`_match_anchors_impl` builds
-its IoU *gt-major*, ``(..., G, A)``: COCO images have 3–7 gts against 57,600–200,700
-anchors, and with the long anchor axis innermost every elementwise operation and every
-reduction runs over contiguous rows of A (in the ``(A, G)`` layout NumPy's and PyTorch's
-inner loops are only G long, which made matching several times slower than its
-arithmetic).
+Two layouts, one rule. :func:`_match_core` reads a caller's ``(..., A, G)`` quality matrix
+(:func:`~focal_array.matcher.match`). :func:`_match_anchors_impl` builds its own IoU
+*gt-major*, ``(..., G, A)``, on every backend: COCO images have 3–7 gts against
+57,600–200,700 anchors, and with the long anchor axis innermost every elementwise
+operation and every reduction runs over contiguous rows of A (in the ``(A, G)`` layout
+NumPy's and PyTorch's inner loops are only G long, which made matching several times
+slower than its arithmetic; XLA's fused loop is about twice as fast gt-major too).
 
-On those (unfused, eager) backends results do not depend on the layout: each IoU is the
-same sequence of IEEE operations on the same two boxes (only the sign of a zero may
-differ, and every later step compares), and the rule reads the matrix only through exact
-operations (max, first maximum, >=).
-
-Memory: three float matrices of ``(..., G, A)``, updated in place where the backend has
-mutable arrays (JAX stays functional and XLA fuses the chain), plus one or two bytes per
-pair for NumPy's tie scores; never an int64 copy.
+Each IoU is the same float on every backend and compiler (see :mod:`._match_iou`), and
+the rule reads the matrix only through exact operations (max, first maximum, ``>=``, and
+``best · (1 − 40u)`` for the ``"rounding"`` ties), so the integer matches are the same
+everywhere. Beside the IoU: one or two bytes per pair for
+NumPy's tie scores; never an int64 copy.
 """
 
 from __future__ import annotations
@@ -27,6 +23,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._match_iou import (
+    _gt_major_quality,
+    _scaled,
+)
 from ._namespace import (
     constant,
     device_of,
@@ -36,21 +36,25 @@ from ._namespace import (
     is_torch,
 )
 from ._validate import check_number, check_same_shape
-from .boxes import (
-    _area,
-    _batch_shape,
-    _common_dtype,
-    _coordinate_rows,
-    _coords,
-    _prepare,
-    _safe_divide,
-    check_boxes,
-)
+from .boxes import _batch_shape, _common_dtype, _prepare, check_boxes
 
 #: Per-anchor code of a negative (background) anchor: best IoU below ``low``.
 BACKGROUND = -1
 #: Per-anchor code of an ignored anchor: best IoU in ``[low, high)``, or inside a crowd box.
 IGNORE = -2
+
+#: The low-quality tie rules: ``"equal"`` (an anchor ties with its gt's best when their
+#: IoUs are equal floats, torchvision's ``==``) and ``"rounding"`` (when they are within the
+#: rounding-error bound of the IoU formula, ``TIE_BOUND_ULPS`` units of roundoff).
+TIE_RULES = ("equal", "rounding")
+
+#: Half-width of the ``"rounding"`` tie band in units of roundoff ``u`` (``2**-24`` in
+#: float32): each computed IoU is within ``16u`` (relative) of the exact IoU of the
+#: float boxes (7 roundings in ``inter``, 12 in ``union`` bounded by ``union >= (area_a +
+#: area_g) / 2``, 1 in the division, to first order), so two IoUs that are equal in exact
+#: arithmetic are within ``32u`` of each other; 40 leaves room for second-order terms and
+#: the rounding of ``best · (1 − 40u)`` itself.
+TIE_BOUND_ULPS = 40
 
 
 # --------------------------------------------------------------------------- checks
@@ -71,6 +75,12 @@ def _check_options(high: Any, low: Any, tie_tolerance: Any) -> tuple[float, floa
     high, low = _check_thresholds(high, low)
     tol = check_number("tie_tolerance", tie_tolerance, low=0.0, high=1.0)
     return high, low, tol
+
+
+def _check_tie_rule(tie_rule: Any) -> str:
+    if not isinstance(tie_rule, str) or tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
+    return tie_rule
 
 
 def _check_mask(xp: Any, mask: Any, name: str, shape: Sequence[int], of: str) -> Any:
@@ -112,73 +122,6 @@ def _run(kernel: Callable[..., Any], xp: Any, *arrays: Any, **static: Any) -> An
     return kernel(*arrays, xp=xp, **static)
 
 
-# --------------------------------------------------------------------------- in place
-
-_IN_PLACE = {"subtract": "__isub__", "multiply": "__imul__", "divide": "__itruediv__"}
-_OUT_OF_PLACE = {"subtract": "__sub__", "multiply": "__mul__", "divide": "__truediv__"}
-
-
-def _mutable(xp: Any) -> bool:
-    return is_numpy(xp) or is_torch(xp) or is_strict(xp)
-
-
-def _inplace(x: Any, op: str, y: Any, xp: Any) -> Any:
-    """``x op= y`` on a fresh private temporary where the backend has mutable arrays
-    (NumPy, PyTorch — eager or compiled —, array_api_strict); ``x op y`` elsewhere (JAX,
-    where XLA fuses the chain anyway). Never called on a caller's array."""
-    name = (_IN_PLACE if _mutable(xp) else _OUT_OF_PLACE)[op]
-    return getattr(x, name)(y)
-
-
-def _into(op: str, a: Any, b: Any, out: Any, xp: Any) -> Any:
-    """``xp.<op>(a, b)`` written into ``out``, a private temporary of the broadcast shape
-    and dtype, on NumPy and PyTorch; a new array elsewhere. Never a caller's array."""
-    if is_numpy(xp):
-        import numpy
-
-        return getattr(numpy, op)(a, b, out=out)
-    if is_torch(xp):
-        import torch
-
-        return getattr(torch, op)(a, b, out=out)
-    return getattr(xp, op)(a, b)
-
-
-def _clamp_min(x: Any, low: Any, xp: Any) -> Any:
-    """``max(x, low)`` for a 0-d ``low``, in place on a private temporary where possible."""
-    return _into("maximum", x, low, x, xp)
-
-
-def _pair_extreme(op: str, g: Any, a: Any, out: Any, xp: Any) -> Any:
-    """``xp.<op>(g, a)`` for a gt column ``(..., G, 1)`` and an anchor row ``(..., 1, A)``,
-    into the private temporary ``out`` where possible.
-
-    NumPy vectorizes ``minimum``/``maximum`` only when both operands run contiguously along
-    the inner axis (against a broadcast column it is ~4x slower than ``subtract``): the
-    column is first copied out to full rows, a cheap broadcast copy.
-    """
-    if is_numpy(xp):
-        import numpy
-
-        numpy.copyto(out, g)
-        return getattr(numpy, op)(out, a, out=out)
-    return _into(op, a, g, out, xp)
-
-
-def _clamp_rows(x: Any, value: float, xp: Any) -> Any:
-    """``max(x, value)`` of a private ``(..., G, A)`` temporary, in place where possible.
-
-    On NumPy the bound is a full row of A (against a 0-d bound ``maximum`` is not
-    vectorized, see :func:`_pair_extreme`).
-    """
-    if is_numpy(xp):
-        import numpy
-
-        row = numpy.full(x.shape[-1], value, dtype=x.dtype)
-        return numpy.maximum(x, row, out=x)
-    return _clamp_min(x, constant(xp, value, x), xp)
-
-
 def _select(cond: Any, a: Any, b: Any, xp: Any) -> Any:
     """``xp.where(cond, a, b)`` for integer ``a``, ``b``; on PyTorch as ``b + cond·(a − b)``
     (exact in integers), which its CPU kernels run ~2x faster than ``torch.where``."""
@@ -218,20 +161,29 @@ def _classify(best: Any, arg: Any, high: float, low: float, xp: Any) -> Any:
     )
 
 
-def _claim_threshold(gt_best: Any, tol: float, xp: Any) -> Any:
+def _claim_threshold(gt_best: Any, tol: float, rule: str, xp: Any) -> Any:
     """The quality at or above which a gt claims an anchor; +inf for a gt whose best
-    quality is not positive (excluded, or overlapping no anchor)."""
+    quality is not positive (excluded, or overlapping no anchor).
+
+    ``"equal"``: the best itself (minus ``tol``); ``"rounding"``: ``best · (1 − 40u)``
+    (or ``best − tol`` where lower). ``1 − 40u`` is exact in the dtype, and the product is
+    only compared, never added to, so its rounding is the same everywhere.
+    """
+    threshold = gt_best
+    if rule == "rounding":
+        unit = xp.finfo(gt_best.dtype).eps / 2
+        threshold = gt_best * constant(xp, 1.0 - TIE_BOUND_ULPS * unit, gt_best)
     if tol > 0:
+        threshold = xp.minimum(threshold, gt_best - constant(xp, tol, gt_best))
+    if tol > 0 or rule == "rounding":
         tiny = constant(xp, xp.finfo(gt_best.dtype).smallest_normal, gt_best)
-        threshold = xp.maximum(gt_best - constant(xp, tol, gt_best), tiny)
-    else:
-        threshold = gt_best
+        threshold = xp.maximum(threshold, tiny)
     return xp.where(gt_best > constant(xp, 0.0, gt_best), threshold,
                     constant(xp, math.inf, gt_best))
 
 
 def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol: float,
-                xp: Any) -> Any:
+                rule: str, xp: Any) -> Any:
     """Per-anchor match of a caller's quality matrix (..., A, G); excluded gts already < 0."""
     n_anchors, n_gts = q.shape[-2], q.shape[-1]
     if n_gts == 0:
@@ -240,7 +192,7 @@ def _match_core(q: Any, *, high: float, low: float, allow_low_quality: bool, tol
     arg = xp.argmax(q, axis=-1)  # first maximum: ties go to the lowest gt index
     matched = _classify(xp.max(q, axis=-1), arg, high, low, xp)
     if allow_low_quality and n_anchors > 0:
-        threshold = _claim_threshold(_max_over_anchors(q, xp), tol, xp)  # (..., G)
+        threshold = _claim_threshold(_max_over_anchors(q, xp), tol, rule, xp)  # (..., G)
         claimed = xp.any(q >= threshold[..., None, :], axis=-1)
         matched = xp.where(claimed, arg, matched)
     return matched
@@ -291,90 +243,8 @@ def _any_at_least(q: Any, threshold: Any, scratch: Any, xp: Any) -> Any:
     return xp.any(q >= column, axis=-2)
 
 
-def _gt_major_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: float,
-                      xp: Any) -> tuple[Any, Any, tuple[Any, ...]]:
-    """IoU ``(..., G, A)`` with excluded gts below 0, the per-anchor crowd flag (or None),
-    and the free float temporaries of that shape (empty on JAX and array_api_strict)."""
-    if is_torch(xp):  # integer matches only: no autograd through the out= writes below
-        anchors, gts = anchors.detach(), gts.detach()
-    rows = _coordinate_rows(xp, anchors)
-    ax1, ay1, ax2, ay2 = (rows[k, ..., None, :] for k in range(4))
-    gx1, gy1, gx2, gy2 = (c[..., :, None] for c in _coords(gts))
-    shape = (*_batch_shape("anchors", anchors.shape[:-2], "gt_boxes", gts.shape[:-2]),
-             gts.shape[-2], anchors.shape[-2])
-    mutable = is_numpy(xp) or is_torch(xp)
-
-    def fresh() -> Any:
-        return xp.empty(shape, dtype=anchors.dtype, device=device_of(anchors)) \
-            if mutable else None
-
-    t, w, u = fresh(), fresh(), fresh()
-    t = _pair_extreme("maximum", gx1, ax1, t, xp)
-    w = _clamp_rows(_inplace(_pair_extreme("minimum", gx2, ax2, w, xp), "subtract", t, xp),
-                    0.0, xp)
-    t = _pair_extreme("maximum", gy1, ay1, t, xp)
-    u = _clamp_rows(_inplace(_pair_extreme("minimum", gy2, ay2, u, xp), "subtract", t, xp),
-                    0.0, xp)
-    inter = _inplace(w, "multiply", u, xp)
-    zero = constant(xp, 0.0, anchors)
-    x1, y1, x2, y2 = (rows[k, ...] for k in range(4))  # boxes._area's operations
-    area_a = xp.maximum(x2 - x1, zero) * xp.maximum(y2 - y1, zero)
-    in_crowd = None
-    # with no gts at all there is no crowd region (and max over an empty axis is undefined)
-    if crowd is not None and shape[-2] > 0:
-        # inter >= 0, so inter · 1 or 0 is the where() exactly, without a broadcast where
-        crowd_f = xp.astype(crowd, inter.dtype)[..., :, None]
-        crowd_inter = xp.max(_into("multiply", inter, crowd_f, t, xp), axis=-2)
-        ioa = _safe_divide(crowd_inter, area_a, xp)
-        in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & \
-            (crowd_inter > constant(xp, 0.0, ioa))
-    union = _into("add", area_a[..., None, :], _area(gts, xp)[..., :, None], u, xp)
-    union = _inplace(union, "subtract", inter, xp)
-    # union == 0 only when inter == 0: then IoU = 0 / tiny = 0, never NaN
-    union = _clamp_rows(union, xp.finfo(union.dtype).smallest_normal, xp)
-    iou = _inplace(inter, "divide", union, xp)
-    if ok is not None:
-        # IoU - 2 < 0 for an excluded gt: it never wins a maximum over gts nor claims anchors
-        # (the rule only ever compares it with >= 0 bounds), and a real gt's IoU is unchanged
-        okf = xp.astype(ok, iou.dtype)[..., :, None]
-        iou = _inplace(iou, "subtract", constant(xp, 2.0, okf) * (constant(xp, 1.0, okf) - okf),
-                       xp)
-    return iou, in_crowd, ((t, union) if mutable else ())
-
-
-def _anchor_major_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: float,
-                          xp: Any) -> tuple[Any, Any]:
-    """IoU ``(..., A, G)`` with excluded gts at -1, and the per-anchor crowd flag (or None):
-    JAX's layout.
-
-    XLA fuses the whole chain into one loop nest, and which products it contracts into
-    FMAs depends on the loop order: float32 IoUs computed gt-major differ from these in the
-    last bit for ~1% of pairs, which moves exact low-quality ties. JAX keeps this layout
-    (and these operations, in this order) so its matches stay those it always returned.
-    """
-    ax1, ay1, ax2, ay2 = (c[..., :, None] for c in _coords(anchors))
-    gx1, gy1, gx2, gy2 = (c[..., None, :] for c in _coords(gts))
-    zero = constant(xp, 0.0, anchors)
-    w = xp.maximum(xp.minimum(ax2, gx2) - xp.maximum(ax1, gx1), zero)
-    h = xp.maximum(xp.minimum(ay2, gy2) - xp.maximum(ay1, gy1), zero)
-    inter = w * h
-    area_a = _area(anchors, xp)
-    in_crowd = None
-    if crowd is not None and gts.shape[-2] > 0:
-        crowd_inter = xp.max(xp.where(crowd[..., None, :], inter, zero), axis=-1)
-        ioa = _safe_divide(crowd_inter, area_a, xp)
-        in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & (crowd_inter > zero)
-    union = area_a[..., :, None] + _area(gts, xp)[..., None, :] - inter
-    union = xp.maximum(union, constant(xp, xp.finfo(union.dtype).smallest_normal, union))
-    iou = inter / union
-    if ok is not None:
-        okf = xp.astype(ok, iou.dtype)[..., None, :]
-        iou = iou * okf - (constant(xp, 1.0, okf) - okf)
-    return iou, in_crowd
-
-
 def _match_gt_major(q: Any, scratch: tuple[Any, ...], *, high: float, low: float,
-                    allow_low_quality: bool, tol: float, xp: Any) -> Any:
+                    allow_low_quality: bool, tol: float, rule: str, xp: Any) -> Any:
     """Per-anchor match of the library's own gt-major IoU ``(..., G, A)``."""
     n_gts, n_anchors = q.shape[-2], q.shape[-1]
     if n_gts == 0:
@@ -385,7 +255,7 @@ def _match_gt_major(q: Any, scratch: tuple[Any, ...], *, high: float, low: float
     arg = _first_max_gt(q, best, spare, xp)  # ties go to the lowest gt index
     matched = _classify(best, arg, high, low, xp)
     if allow_low_quality and n_anchors > 0:
-        threshold = _claim_threshold(xp.max(q, axis=-1), tol, xp)  # (..., G)
+        threshold = _claim_threshold(xp.max(q, axis=-1), tol, rule, xp)  # (..., G)
         matched = _select(_any_at_least(q, threshold, spare, xp), arg, matched, xp)
     return matched
 
@@ -412,24 +282,36 @@ def _prepare_match_inputs(anchors: Any, gt_boxes: Any, gt_valid: Any, gt_crowd: 
     return anchors, gts, valid, crowd
 
 
-def _match_anchors_impl(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high: float,
+def _match_anchors_impl(anchors: Any, gts: Any, valid: Any, crowd: Any, **options: Any
+                        ) -> Any:
+    """Per-anchor matches of validated boxes (see :func:`_match_anchors_body`)."""
+    xp = options["xp"]
+    if is_numpy(xp) or is_strict(xp):
+        import numpy
+
+        # the area of an anchor far larger than every gt may overflow to inf: its IoU is
+        # then 0, as documented, and not worth a warning
+        with numpy.errstate(over="ignore"):
+            return _match_anchors_body(anchors, gts, valid, crowd, **options)
+    return _match_anchors_body(anchors, gts, valid, crowd, **options)
+
+
+def _match_anchors_body(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high: float,
                         low: float, allow_low_quality: bool, crowd_ioa: float, tol: float,
-                        xp: Any) -> Any:
+                        rule: str, xp: Any) -> Any:
     if valid is not None:
         # padding may hold anything (even NaN): make it an empty box before any math
         gts = xp.where(valid[..., None], gts, constant(xp, 0.0, gts))
         if crowd is not None:
             crowd = crowd & valid
+    anchors, gts = _scaled(anchors, gts, xp)
     ok = valid
     if crowd is not None:
         ok = ~crowd if ok is None else ok & ~crowd
-    rule = {"high": high, "low": low, "allow_low_quality": allow_low_quality, "tol": tol}
-    if is_jax(xp):
-        iou, in_crowd = _anchor_major_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
-        matched = _match_core(iou, **rule, xp=xp)
-    else:
-        iou, in_crowd, scratch = _gt_major_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
-        matched = _match_gt_major(iou, scratch, **rule, xp=xp)
+    options = {"high": high, "low": low, "allow_low_quality": allow_low_quality, "tol": tol,
+               "rule": rule}
+    iou, in_crowd, scratch = _gt_major_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
+    matched = _match_gt_major(iou, scratch, **options, xp=xp)
     if in_crowd is not None:
         not_positive = matched < _int_constant(xp, 0, matched)
         matched = _select(not_positive & in_crowd, _int_constant(xp, IGNORE, matched),

@@ -198,3 +198,31 @@ def constants_scaled_by(unit: Any) -> Iterator[None]:
         yield
     finally:
         _UNIT.pop()
+
+
+def pinned(x: Any, xp: Any) -> Any:
+    """``x`` (a product of two floats) passed through a select, so that no compiler can
+    contract it into the add or subtract that reads it as one fused multiply-add.
+
+    XLA (JAX on every device) and Triton (``torch.compile`` on GPU) contract ``a·b + c``
+    into ``fma(a, b, c)`` where their fusion allows, which depends on the loop shape; a
+    ``select`` between the two breaks the pattern. ``x == x`` is false only for NaN (then
+    0), so for every number the value is ``x``, bit for bit. Eager NumPy, array_api_strict
+    and PyTorch run one IEEE operation per call and never contract: there it is ``x``.
+    """
+    if not compiled(xp):
+        return x
+    return xp.where(x == x, x, constant(xp, 0.0, x))
+
+
+def compiled(xp: Any) -> bool:
+    """True where a compiler may fuse the operations being traced: always on JAX (where
+    user code is usually under ``jit``, and the library's matching kernels always are),
+    and under ``torch.compile`` on PyTorch."""
+    if is_jax(xp):
+        return True
+    if is_torch(xp):
+        import torch
+
+        return bool(torch.compiler.is_compiling())
+    return False

@@ -141,6 +141,7 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                          beta: float = 0.1, box_weight: float = 1.0,
                          normalize: Any = "positives", high: float = 0.5, low: float = 0.4,
                          allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
+                         tie_tolerance: float = 0.0, tie_rule: str = "equal",
                          box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
                          neg_pos_ratio: float = 3.0, min_negatives: int = 0,
                          count_reducer: Callable[[Array], Array] | None = None,
@@ -227,7 +228,8 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
         alpha, gamma: focal/balancing parameters of the classification loss.
         beta: smooth-L1 transition point (``>= 0``; 0 is L1).
         box_weight: weight of the box loss in ``"total"`` (``>= 0``).
-        high, low, allow_low_quality_matches, crowd_ioa: matcher options.
+        high, low, allow_low_quality_matches, crowd_ioa, tie_tolerance, tie_rule: matcher
+            options (:func:`~focal_array.matcher.match_anchors`).
         box_coder_weights: ``(wx, wy, ww, wh)`` of the box coder.
         neg_pos_ratio, min_negatives: hard negative mining (``"ce_hnm"`` only).
         count_reducer: callable mapping a 0-d count array to its sum over all replicas
@@ -295,7 +297,8 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
         stop_gradient(xp, anchors), gt_boxes, gt_labels, gt_valid=gt_valid,
         gt_crowd=gt_crowd, high=high, low=low,
         allow_low_quality_matches=allow_low_quality_matches, crowd_ioa=crowd_ioa,
-        weights=box_coder_weights, num_classes=num_fg)
+        tie_tolerance=tie_tolerance, tie_rule=tie_rule, weights=box_coder_weights,
+        num_classes=num_fg)
 
     dtype = compute_dtype(xp, cls_logits.dtype)
     x = xp.astype(cls_logits, dtype)

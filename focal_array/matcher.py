@@ -22,11 +22,15 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+from ._box_common import _coords
 from ._matching import BACKGROUND as _BACKGROUND
 from ._matching import IGNORE as _IGNORE
 from ._matching import (
+    TIE_BOUND_ULPS,
+    TIE_RULES,
     _check_mask,
     _check_options,
+    _check_tie_rule,
     _int_constant,
     _match_anchors_impl,
     _match_core,
@@ -42,11 +46,13 @@ from ._validate import (
     eager_check,
     first_true_index,
 )
-from .boxes import _centers, _check_weights, _coords
+from .box_coder import _check_weights, _encode_deltas
 
 __all__ = [
     "BACKGROUND",
     "IGNORE",
+    "TIE_BOUND_ULPS",
+    "TIE_RULES",
     "assign_targets",
     "hard_negative_mining",
     "match",
@@ -94,7 +100,7 @@ def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> 
 
 def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
           allow_low_quality_matches: bool = True, tie_tolerance: float = 0.0,
-          gt_valid: Any = None) -> Any:
+          tie_rule: str = "equal", gt_valid: Any = None) -> Any:
     """Match anchors to ground truths from a precomputed quality (IoU) matrix.
 
     For anchor ``a`` with best quality ``q* = max_g q[a, g]`` at ``g* = argmax_g q[a, g]``
@@ -111,12 +117,20 @@ def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
     with ``q[a, g] >= b_g - tie_tolerance`` (and ``q[a, g] > 0``); such an anchor takes its
     own best gt ``g*``. A gt that overlaps no anchor (``b_g = 0``) claims nothing.
 
+    What counts as a tie is ``tie_rule``: ``"equal"`` (default) claims the anchors whose
+    quality *equals* ``b_g`` (torchvision's ``==``); ``"rounding"`` claims those within the
+    rounding-error bound of the IoU formula, ``q[a, g] >= b_g · (1 − 40u)`` with ``u`` the
+    dtype's unit roundoff (``2**-24`` in float32): every pair of IoUs that are equal in exact
+    arithmetic is claimed, and also near-ties that differ in exact arithmetic (on COCO-like
+    data about 2.2 times as many anchors; see the matching guide).
+
     Args:
         quality: ``(..., A, G)`` real floating matrix, usually IoU in [0, 1].
         high: positive threshold (``IoU >= high``), in [0, 1]. RetinaNet 0.5, RPN 0.7.
         low: background threshold (``IoU < low``), in [0, high]. RetinaNet 0.4, RPN 0.3.
         allow_low_quality_matches: apply the low-quality rule above.
-        tie_tolerance: absolute tolerance (>= 0) widening the low-quality ties; 0 = exact.
+        tie_tolerance: absolute tolerance (>= 0) widening the low-quality ties; 0 = none.
+        tie_rule: ``"equal"`` or ``"rounding"``, as above.
         gt_valid: optional ``(..., G)`` boolean; False columns (padding) never match.
 
     Returns:
@@ -124,9 +138,16 @@ def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
         JAX without x64): matched gt index, ``BACKGROUND`` or ``IGNORE``. With no (valid)
         gts every anchor is ``BACKGROUND``.
 
+    A NaN quality has no meaning (it would otherwise win or lose by the backend's NaN
+    ordering): on eager backends a NaN in a real gt's column is an error naming its
+    position; inside a trace, where data cannot be read, a NaN counts as ``-inf``, like a
+    padded gt: it never wins an anchor, never claims one and is below every threshold.
+    ``±inf`` are allowed (``-inf``: never matches; ``+inf``: always wins).
+
     Raises:
         ValueError: thresholds outside [0, 1] or ``low > high``, quality not 2-D or more,
-            gt_valid of the wrong shape.
+            gt_valid of the wrong shape; on eager backends a NaN in a column that
+            ``gt_valid`` does not mark as padding (naming ``quality[..., a, g]``).
         TypeError: non-floating quality, non-boolean gt_valid, mixed libraries.
 
     Examples:
@@ -139,22 +160,52 @@ def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
     """
     xp = namespace(quality=quality, gt_valid=gt_valid)
     high, low, tol = _check_options(high, low, tie_tolerance)
+    rule = _check_tie_rule(tie_rule)
     check_floating(xp, quality, "quality")
     if quality.ndim < 2:
         raise ValueError(f"quality must have shape (..., A, G), got {tuple(quality.shape)}")
     q = _prepare_quality(xp, quality)
     valid = _check_mask(xp, gt_valid, "gt_valid", q.shape[:-2] + q.shape[-1:],
                         "quality.shape[:-2] + quality.shape[-1:]")
+    checked = _check_quality(xp, q, valid)
     return _run(_match_quality_impl, xp, q, valid, high=high, low=low,
-                allow_low_quality=allow_low_quality_matches, tol=tol)
+                allow_low_quality=allow_low_quality_matches, tol=tol, rule=rule,
+                sanitize=not checked)
 
 
 def _match_quality_impl(q: Any, valid: Any, *, high: float, low: float,
-                        allow_low_quality: bool, tol: float, xp: Any) -> Any:
+                        allow_low_quality: bool, tol: float, rule: str, sanitize: bool,
+                        xp: Any) -> Any:
+    if sanitize:
+        # unchecked (a trace): a NaN quality is no overlap at all, as a padded gt's -inf,
+        # so it never wins an anchor, never claims one and is below every threshold
+        q = xp.where(xp.isnan(q), constant(xp, -math.inf, q), q)
     if valid is not None:
         q = xp.where(valid[..., None, :], q, constant(xp, -math.inf, q))
     return _match_core(q, high=high, low=low, allow_low_quality=allow_low_quality, tol=tol,
-                       xp=xp)
+                       rule=rule, xp=xp)
+
+
+def _check_quality(xp: Any, q: Any, valid: Any) -> bool:
+    """Eagerly raise ValueError naming the first NaN of a real gt's column (padding columns
+    may hold anything). True when the check ran, False inside a trace (then the kernel
+    turns NaN into -inf itself)."""
+    if math.prod(q.shape) == 0:
+        return True
+    if is_tracing(q) or (valid is not None and is_tracing(valid)):
+        return False
+    nan = xp.isnan(q)
+    if valid is not None:
+        nan = nan & valid[..., None, :]
+    anything = xp.any(nan)
+    if is_tracing(anything):  # concrete arrays closed over inside jax.jit
+        return False
+    if bool(anything):
+        where = ", ".join(map(str, first_true_index(xp, nan)))
+        raise ValueError(
+            f"quality[{where}] is NaN; a quality must be a number (IoU in [0, 1]): use "
+            "-inf for a pair that must never match, or gt_valid=False for a padded gt")
+    return True
 
 
 def _prepare_quality(xp: Any, quality: Any) -> Any:
@@ -165,7 +216,7 @@ def _prepare_quality(xp: Any, quality: Any) -> Any:
 def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
                   gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
                   allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
-                  tie_tolerance: float = 0.0) -> Any:
+                  tie_tolerance: float = 0.0, tie_rule: str = "equal") -> Any:
     """Match anchors to ground-truth boxes by IoU, with padding and crowd regions.
 
     The IoU matrix of anchors × real, non-crowd gts goes through :func:`match`'s rule
@@ -182,8 +233,19 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
             BACKGROUND.
         gt_crowd: optional ``(..., G)`` boolean ``iscrowd`` flags: crowd gts are never
             matched; they only turn overlapping non-positive anchors into IGNORE.
-        high, low, allow_low_quality_matches, tie_tolerance: as in :func:`match`.
+        high, low, allow_low_quality_matches, tie_tolerance, tie_rule: as in
+            :func:`match`.
         crowd_ioa: IoA threshold in (0, 1] for the crowd rule.
+
+    Every backend and route (NumPy, array_api_strict, JAX eager/jit/vmap/sharded, any batch
+    shape, PyTorch eager/compiled) computes each IoU as the same float: the IoU is
+    torchvision's sequence of IEEE operations with its products kept out of fused
+    multiply-adds, so the integer matches are identical everywhere. When a gt coordinate
+    exceeds ``2**60`` in magnitude all boxes are matched in coordinates scaled by
+    ``2**-70`` (exact: the same matches), so identical huge boxes still have IoU 1; an
+    anchor whose area overflows against smaller gts has IoU 0 (its exact IoU is below
+    1/256). Inside a trace, where the box checks are skipped, a non-finite gt counts as
+    padding and a non-finite anchor has IoU 0 with every gt.
 
     Returns:
         ``(broadcast batch..., A)`` integer array (default index dtype): matched gt index,
@@ -205,25 +267,19 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
     """
     xp = namespace(anchors=anchors, gt_boxes=gt_boxes, gt_valid=gt_valid, gt_crowd=gt_crowd)
     high, low, tol = _check_options(high, low, tie_tolerance)
+    rule = _check_tie_rule(tie_rule)
     crowd_ioa = check_number("crowd_ioa", crowd_ioa, low=0.0, high=1.0, low_open=True)
     anchors, gts, valid, crowd = _prepare_match_inputs(anchors, gt_boxes, gt_valid, gt_crowd,
                                                        xp)
     return _run(_match_anchors_impl, xp, anchors, gts, valid, crowd, high=high, low=low,
-                allow_low_quality=allow_low_quality_matches, crowd_ioa=crowd_ioa, tol=tol)
-
-
-def _encode_unchecked(anchors: Any, boxes: Any, weights: tuple[float, ...], xp: Any) -> Any:
-    acx, acy, aw, ah = _centers(anchors, xp)
-    cx, cy, w, h = _centers(boxes, xp)
-    wx, wy, ww, wh = (constant(xp, v, anchors) for v in weights)
-    return xp.stack((wx * (cx - acx) / aw, wy * (cy - acy) / ah,
-                     ww * xp.log(w / aw), wh * xp.log(h / ah)), axis=-1)
+                allow_low_quality=allow_low_quality_matches, crowd_ioa=crowd_ioa, tol=tol,
+                rule=rule)
 
 
 def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: Any = None,
                    gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
                    allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
-                   tie_tolerance: float = 0.0,
+                   tie_tolerance: float = 0.0, tie_rule: str = "equal",
                    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
                    num_classes: int | None = None) -> tuple[Any, Any, Any]:
     """Per-anchor classification and box-regression targets from matched ground truths.
@@ -253,7 +309,7 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
         low: as in :func:`match_anchors`.
         allow_low_quality_matches: as in :func:`match_anchors`.
         crowd_ioa: as in :func:`match_anchors`.
-        tie_tolerance: as in :func:`match_anchors`.
+        tie_tolerance, tie_rule: as in :func:`match_anchors`.
         weights: box-coder weights, as in :func:`focal_array.boxes.encode`.
         num_classes: when given, real gts' labels must be below it (checked eagerly).
 
@@ -278,6 +334,7 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
     xp = namespace(anchors=anchors, gt_boxes=gt_boxes, gt_labels=gt_labels, gt_valid=gt_valid,
                    gt_crowd=gt_crowd)
     high, low, tol = _check_options(high, low, tie_tolerance)
+    rule = _check_tie_rule(tie_rule)
     crowd_ioa = check_number("crowd_ioa", crowd_ioa, low=0.0, high=1.0, low_open=True)
     coder_weights = _check_weights(weights)
     if num_classes is not None and (isinstance(num_classes, bool)
@@ -292,15 +349,16 @@ def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: 
 
     return _run(_assign_impl, xp, anchors, gts, gt_labels, valid, crowd, high=high, low=low,
                 allow_low_quality=allow_low_quality_matches, crowd_ioa=crowd_ioa, tol=tol,
-                weights=coder_weights)
+                rule=rule, weights=coder_weights)
 
 
 def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any, *,
                  high: float, low: float, allow_low_quality: bool, crowd_ioa: float,
-                 tol: float, weights: tuple[float, ...], xp: Any) -> tuple[Any, Any, Any]:
+                 tol: float, rule: str, weights: tuple[float, ...],
+                 xp: Any) -> tuple[Any, Any, Any]:
     matched = _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
                                   allow_low_quality=allow_low_quality, crowd_ioa=crowd_ioa,
-                                  tol=tol, xp=xp)
+                                  tol=tol, rule=rule, xp=xp)
     label_dtype = gt_labels.dtype
     if xp.isdtype(label_dtype, "unsigned integer"):
         label_dtype = matched.dtype
@@ -330,9 +388,11 @@ def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any,
     gx1, gy1, gx2, gy2 = _coords(matched_boxes)
     usable = positive & (ax2 > ax1) & (ay2 > ay1) & (gx2 > gx1) & (gy2 > gy1)
     unit = xp.asarray([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=device_of(anchors))
-    deltas = _encode_unchecked(xp.where(usable[..., None], anchors_b, unit),
-                               xp.where(usable[..., None], matched_boxes, unit),
-                               weights, xp)
+    # saturated: a positive pair's exact delta beyond the dtype's range (a box ~1e38
+    # times its anchor) is +-max, never inf
+    deltas = _encode_deltas(xp.where(usable[..., None], anchors_b, unit),
+                            xp.where(usable[..., None], matched_boxes, unit),
+                            weights, xp, saturate=True)
     targets = xp.where(positive[..., None], deltas, zero_f)
     return labels, targets, matched
 
@@ -352,6 +412,12 @@ def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.
     negatives with the highest ``loss`` (ties → lowest anchor index). IGNORE anchors are
     never selected. Sort-based with static shapes: jittable.
 
+    Labels below ``IGNORE`` (-3, -7, ...) are no code of the matcher's: on eager backends
+    they are an error naming the value and position, and so is a NaN loss at a negative
+    anchor (its rank would depend on the backend's NaN ordering). Inside a trace, where
+    data cannot be read, such labels are ignored like IGNORE and a NaN loss ranks below
+    every number (chosen last).
+
     Args:
         loss: ``(..., A)`` real floating per-anchor loss (e.g. the background loss).
         labels: ``(..., A)`` integer labels or matched indices: ``>= 0`` positive,
@@ -364,7 +430,9 @@ def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.
         ``(..., A)`` boolean mask of the anchors to train on (positives | chosen negatives).
 
     Raises:
-        ValueError: shapes differ, or bad options. TypeError: wrong dtypes, mixed libraries.
+        ValueError: shapes differ, or bad options; on eager backends a label < -2 or a
+            NaN loss at a negative anchor (naming its index). TypeError: wrong dtypes,
+            mixed libraries.
 
     Examples:
         >>> import numpy as np
@@ -385,14 +453,47 @@ def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.
     check_same_shape("loss", loss.shape, "labels", labels.shape)
     if loss.shape[-1] == 0:
         return xp.zeros(loss.shape, dtype=xp.bool, device=device_of(loss))
+    _check_mining_inputs(xp, loss, labels)
     return _run(_mine_impl, xp, loss, labels, ratio=ratio, min_negatives=int(min_negatives))
+
+
+def _check_mining_inputs(xp: Any, loss: Any, labels: Any) -> None:
+    """Eagerly: every label is >= IGNORE, and no negative anchor's loss is NaN."""
+    if xp.isdtype(labels.dtype, "unsigned integer"):
+        return  # no negative codes at all: every anchor is a positive
+    code = lambda v: xp.asarray(v, dtype=labels.dtype, device=device_of(labels))  # noqa: E731
+    found: list[tuple[int, ...]] = []
+
+    def first(mask: Any) -> Any:
+        anything = xp.any(mask)
+        if is_tracing(anything):  # concrete arrays closed over inside jax.jit
+            return False
+        if bool(anything):
+            found.append(first_true_index(xp, mask))
+        return anything
+
+    def label_message() -> str:
+        index = found[-1]
+        where = ", ".join(map(str, index))
+        return (f"labels[{where}] = {int(labels[index])} is not a label code: labels must "
+                "be >= 0 (positive), BACKGROUND (-1) or IGNORE (-2)")
+
+    def loss_message() -> str:
+        where = ", ".join(map(str, found[-1]))
+        return (f"loss[{where}] is NaN at a negative anchor (labels[{where}] = -1); hard "
+                "negative mining ranks the negatives by their loss")
+
+    eager_check([labels], lambda: first(labels < code(IGNORE)), label_message)
+    eager_check([loss, labels],
+                lambda: first(xp.isnan(loss) & (labels == code(BACKGROUND))), loss_message)
 
 
 def _mine_impl(loss: Any, labels: Any, *, ratio: float, min_negatives: int, xp: Any) -> Any:
     zero = xp.asarray(0, dtype=labels.dtype, device=device_of(labels))
     positive = labels >= zero
     negative = labels == xp.asarray(BACKGROUND, dtype=labels.dtype, device=device_of(labels))
-    score = xp.where(negative, loss, constant(xp, -math.inf, loss))
+    # a NaN loss (possible only inside a trace, unchecked) ranks below every number
+    score = xp.where(negative & ~xp.isnan(loss), loss, constant(xp, -math.inf, loss))
     order = xp.argsort(score, axis=-1, descending=True, stable=True)
     rank = xp.argsort(order, axis=-1)  # inverse permutation: each anchor's place in order
     fdtype = xp.float32 if loss.dtype != xp.float64 else xp.float64

@@ -97,8 +97,13 @@ def decode(anchor, delta, weights=(1.0, 1.0, 1.0, 1.0), clamp=CLAMP):
 
 
 def match(quality, high=0.5, low=0.4, allow_low_quality_matches=True, tie_tolerance=0.0,
-          usable=None) -> np.ndarray:
-    """Per-anchor matcher on an (A, G) matrix; ``usable`` (G,) marks gts that may match."""
+          usable=None, tie_rule="equal", roundoff=2.0**-24) -> np.ndarray:
+    """Per-anchor matcher on an (A, G) matrix; ``usable`` (G,) marks gts that may match.
+
+    ``tie_rule="rounding"``: a gt also claims the anchors with ``q >= gbest · (1 − 40u)``,
+    the product rounded to the float of unit roundoff ``u`` (``roundoff``) as the library
+    computes it in that dtype.
+    """
     q = np.asarray(quality, dtype=np.float64)
     n_a, n_g = q.shape
     usable = np.ones(n_g, bool) if usable is None else np.asarray(usable, bool)
@@ -123,8 +128,12 @@ def match(quality, high=0.5, low=0.4, allow_low_quality_matches=True, tie_tolera
             gbest = max(q[a, g] for a in range(n_a))
             if gbest <= 0:
                 continue
+            bound = gbest - tie_tolerance
+            if tie_rule == "rounding":
+                dtype = np.float32 if roundoff == 2.0**-24 else np.float64
+                bound = min(bound, float(dtype(gbest) * dtype(1 - 40 * roundoff)))
             for a in range(n_a):
-                if q[a, g] > 0 and q[a, g] >= gbest - tie_tolerance:
+                if q[a, g] > 0 and q[a, g] >= bound:
                     out[a] = best_gt[a]
     return out
 

@@ -579,3 +579,70 @@ def test_torch_gradients_untouched_by_matching():
     out = fm.match_anchors(anchors, gts)
     assert out.tolist() == [0, BACKGROUND] and anchors.requires_grad
     assert torch.equal(anchors.detach(), before[0]) and torch.equal(gts.detach(), before[1])
+
+
+# --------------------------------------------------------------------------- hostile input
+# (issue 11) NaN qualities and losses, label codes below IGNORE: an eager error naming the
+# position, and inside a trace a documented, finite behaviour.
+
+
+def test_match_nan_quality_is_named(xp):
+    q = f32(xp, [[0.6, 0.1], [0.2, math.nan], [0.1, 0.3]])
+    with pytest.raises(ValueError, match=r"quality\[1, 1\] is NaN"):
+        fm.match(q)
+    with pytest.raises(ValueError, match=r"quality\[0, 1, 1\] is NaN"):
+        fm.match(f32(xp, np.stack([to_numpy(q)] * 2)))
+
+
+def test_match_nan_in_a_padded_column_is_allowed(xp):
+    # gt 1 is padding: its column may hold anything; gt 0 alone: anchor 0 (0.6) positive,
+    # anchor 1 (0.2) background, anchor 2 (0.1) background
+    q = f32(xp, [[0.6, math.nan], [0.2, math.nan], [0.1, math.nan]])
+    got = fm.match(q, gt_valid=asarray(xp, np.asarray([True, False])))
+    check_ints(got, [0, BACKGROUND, BACKGROUND], xp)
+
+
+def test_match_nan_under_jit_never_wins():
+    jax = require("jax")
+    import jax.numpy as jnp
+
+    # by hand, NaN as "no overlap": anchor 0's real best is gt 1 at 0.2 (< low) but gt 1's
+    # best anchor is anchor 0, so the low-quality rule gives it gt 1; anchor 1 has 0.6 with
+    # gt 0; anchor 2 only 0.1s: background. With high = low = 0 a NaN still cannot win:
+    # anchor 0 takes gt 1 (0.2 >= 0), not gt 0
+    q = jnp.asarray([[math.nan, 0.2], [0.6, 0.1], [0.1, 0.1]], dtype=jnp.float32)
+    assert np.asarray(jax.jit(lambda m: fm.match(m))(q)).tolist() == [1, 0, BACKGROUND]
+    got = jax.jit(lambda m: fm.match(m, high=0.0, low=0.0))(q)
+    assert np.asarray(got).tolist() == [1, 0, 0]
+    # a gt column of NaNs only claims nothing and wins nothing
+    q = jnp.asarray([[math.nan, 0.7], [math.nan, 0.0]], dtype=jnp.float32)
+    assert np.asarray(jax.jit(lambda m: fm.match(m))(q)).tolist() == [1, BACKGROUND]
+
+
+@pytest.mark.parametrize("code", [-3, -7, -100])
+def test_hard_negative_mining_rejects_unknown_codes(xp, code):
+    loss = asarray(xp, np.asarray([[0.1, 0.9, 0.5], [0.2, 0.3, 0.4]]), "float64")
+    labels = asarray(xp, np.asarray([[0, -1, -2], [-1, code, 1]]))
+    with pytest.raises(ValueError, match=rf"labels\[1, 1\] = {code} is not a label code"):
+        fm.hard_negative_mining(loss, labels)
+
+
+def test_hard_negative_mining_nan_loss_of_a_negative_is_named(xp):
+    loss = asarray(xp, np.asarray([0.1, 0.5, math.nan, math.nan]), "float64")
+    # anchor 3's NaN is at a positive (kept whatever its loss): allowed; anchor 2's is not
+    with pytest.raises(ValueError, match=r"loss\[2\] is NaN at a negative anchor"):
+        fm.hard_negative_mining(loss, asarray(xp, np.asarray([-2, -1, -1, 0])))
+    got = fm.hard_negative_mining(loss, asarray(xp, np.asarray([-2, -1, -2, 0])))
+    assert to_numpy(got).tolist() == [False, True, False, True]
+
+
+def test_hard_negative_mining_under_jit():
+    jax = require("jax")
+    import jax.numpy as jnp
+
+    # unchecked inside the trace: -7 is ignored like IGNORE; the NaN negative ranks below
+    # every number. One positive, ratio 2: the two hardest negatives are 0.5 and 0.2
+    loss = jnp.asarray([0.1, math.nan, 0.5, 0.2, 0.9])
+    labels = jnp.asarray([0, -1, -1, -1, -7])
+    got = jax.jit(lambda a, b: fm.hard_negative_mining(a, b, neg_pos_ratio=2.0))(loss, labels)
+    assert np.asarray(got).tolist() == [True, False, True, True, False]
