@@ -71,7 +71,8 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     line("ground-truth boxes", f"{r['gts']} + {r['crowd_gts']} crowd regions (never matched)")
     d = r["dropped_boxes"]
     line("dropped degenerate boxes", f"{d['count']}" + _ids(d["annotation_ids"]))
-    lq = "low-quality matches on" if r["allow_low_quality_matches"] else "no low-quality"
+    lq = (f"low-quality matches on (ties: {r['tie_rule']})"
+          if r["allow_low_quality_matches"] else "no low-quality")
     line("matching", f"IoU >= {_fmt(r['high'])} positive, < {_fmt(r['low'])} negative, "
                      f"between ignored; {lq}")
     line("", f"inside a crowd region (IoA >= {_fmt(r['crowd_ioa'])}) ignored; "

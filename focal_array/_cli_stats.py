@@ -9,6 +9,7 @@ results. Anchors are built once per distinct input size.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from .anchors import anchors_per_level, retinanet_anchors
 from .losses import binary_cross_entropy, sigmoid_focal_loss
 from .matcher import match_anchors
 
-__all__ = ["Backend", "UsageError", "init_loss_shares", "inspect_dataset", "resolve_backend"]
+__all__ = ["Backend", "UsageError", "available_memory", "check_memory", "init_loss_shares",
+           "inspect_dataset", "memory_needed", "resolve_backend"]
 
 #: Focal-loss settings and prior of the loss-at-initialization estimate (RetinaNet's).
 INIT_PRIOR = 0.01
@@ -37,6 +39,17 @@ PERCENTILES = (("min", 0), ("p10", 10), ("median", 50), ("p90", 90), ("max", 100
 _JAX_MIN_BOXES = 8
 #: Input sizes whose anchors are kept at once (least recently used dropped first).
 _ANCHOR_CACHE_SIZES = 16
+#: Memory estimate of matching one image: bytes per anchor (the float32 anchors on the host
+#: and on the backend, their grid extents, the matched indices, the rows handed over) and
+#: per anchor-box slot (the matcher's float32 IoU matrices and tie scores). Measured peaks
+#: of 4000 x 4000 images (3.0 M anchors) with 1 and 50 boxes stay below this on NumPy,
+#: PyTorch and JAX (~8 B per pair).
+BYTES_PER_ANCHOR = 64
+BYTES_PER_PAIR = 12
+#: Share of the available memory one image may take unless --max-memory says otherwise.
+MEMORY_SHARE = 0.5
+#: The limit where the available memory cannot be read (not Linux, no sysconf).
+FALLBACK_MEMORY_LIMIT = 8 * 2**30
 
 
 class UsageError(Exception):
@@ -155,6 +168,79 @@ class _Anchors:
         return np.flatnonzero(np.concatenate(cells))
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``, else the free
+    physical pages from ``sysconf``), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def memory_needed(ds: coco.CocoDataset, image_size: tuple[int, int] | None, backend: Backend,
+                  ) -> tuple[int, dict[str, Any]]:
+    """The largest memory estimate of matching one image of ``ds``, and what makes it up.
+
+    Per image: ``anchors × (BYTES_PER_ANCHOR + BYTES_PER_PAIR × slots)`` with ``slots``
+    the box slots the matcher gets (:func:`_padded_boxes`). Reads only sizes and counts
+    (no array is made), so an absurd size is refused before anything is allocated.
+    """
+    counts: dict[tuple[int, int], int] = {}
+    worst: tuple[int, dict[str, Any]] = (0, {})
+    for info in ds.images:
+        size, _ = _input_size(info, image_size)
+        anchors = counts.get(size)
+        if anchors is None:
+            anchors = counts[size] = sum(g.num_anchors for g in anchors_per_level(size))
+        n = len(ds.annotations(info.id))
+        slots = _padded_boxes(n, backend) if n else 0
+        need = anchors * (BYTES_PER_ANCHOR + BYTES_PER_PAIR * slots)
+        if need > worst[0]:
+            worst = (need, {"image_id": info.id, "size": size, "anchors": anchors,
+                            "slots": slots})
+    return worst
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.3g} {unit}" if n < 1000 * 2**40 else f"{n / 2**40:.3g} TiB"
+    return f"{n:.0f} B"
+
+
+def check_memory(ds: coco.CocoDataset, image_size: tuple[int, int] | None,
+                 backend: Backend, max_memory: float | None) -> None:
+    """Refuse up front (UsageError) a dataset whose largest image would need more memory
+    than allowed: ``max_memory`` bytes (``math.inf``: no limit), or by default
+    :data:`MEMORY_SHARE` of the available memory."""
+    if max_memory is None:
+        available = available_memory()
+        if available is None:
+            limit, what = float(FALLBACK_MEMORY_LIMIT), "the default limit"
+        else:
+            limit = MEMORY_SHARE * available
+            what = f"half of the {_bytes(available)} available"
+    else:
+        limit, what = max_memory, "--max-memory"
+    need, where = memory_needed(ds, image_size, backend)
+    if need <= limit:
+        return
+    h, w = where["size"]
+    raise UsageError(
+        f"matching image {where['image_id']} at {w}×{h} pixels would need about "
+        f"{_bytes(need)} ({where['anchors']:,} anchors × ({BYTES_PER_ANCHOR} B + "
+        f"{BYTES_PER_PAIR} B × {where['slots']} box slots)), more than the limit of "
+        f"{_bytes(limit)} ({what}); pass a smaller --image-size, or --max-memory to "
+        "raise the limit")
+
+
 def _padded_boxes(n: int, backend: Backend) -> int:
     """Box slots to give the matcher for ``n`` boxes.
 
@@ -170,7 +256,7 @@ def _padded_boxes(n: int, backend: Backend) -> int:
 
 
 def match_image(ann: coco.ImageAnnotations, anchors: _Anchors, backend: Backend, *,
-                scale: float, high: float, low: float,
+                scale: float, high: float, low: float, tie_rule: str = "equal",
                 ) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Match one image's boxes to its anchors, with and without low-quality matches.
 
@@ -183,7 +269,8 @@ def match_image(ann: coco.ImageAnnotations, anchors: _Anchors, backend: Backend,
     * With ``low > 0`` only the anchors that touch a box are matched
       (:meth:`_Anchors.overlapping`): every other anchor has IoU 0 with every gt, so it is
       BACKGROUND; it owns no crowd overlap; and it cannot be a low-quality match (a gt
-      claims only anchors at its best IoU, and a gt whose best is 0 claims none). Each
+      claims only anchors at (or, ``tie_rule="rounding"``, within a rounding of) its
+      best IoU, and a gt whose best is 0 claims none). Each
       anchor's match depends on its own IoU row and on each gt's best IoU, which the
       touching anchors all contain, so they match exactly as among all anchors.
     * Without the low-quality rule an anchor's match depends on its own IoU row alone, and
@@ -200,7 +287,7 @@ def match_image(ann: coco.ImageAnnotations, anchors: _Anchors, backend: Backend,
     slots = _padded_boxes(n, backend)
     boxes = np.zeros((slots, 4), dtype=np.float32)
     boxes[:n] = ann.boxes if scale == 1.0 else ann.boxes * scale
-    options: dict[str, Any] = {"high": high, "low": low}
+    options: dict[str, Any] = {"high": high, "low": low, "tie_rule": tie_rule}
     if slots > n:
         valid = np.zeros(slots, dtype=bool)
         valid[:n] = True
@@ -336,7 +423,8 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 
 def inspect_dataset(ds: coco.CocoDataset, *, backend: Backend,
                     image_size: tuple[int, int] | None, high: float, low: float,
-                    progress: Any = None, per_image: bool = True) -> dict[str, Any]:
+                    tie_rule: str = "equal", progress: Any = None,
+                    per_image: bool = True) -> dict[str, Any]:
     """Match every image of ``ds`` and gather the report (the ``--json`` object).
 
     Args:
@@ -345,6 +433,8 @@ def inspect_dataset(ds: coco.CocoDataset, *, backend: Backend,
         image_size: ``(H, W)`` network input for every image, or None for each image's own
             size.
         high, low: the matcher's thresholds.
+        tie_rule: the low-quality tie rule (``"equal"`` or ``"rounding"``, see
+            :func:`~focal_array.matcher.match`).
         progress: optional object with ``update(done)`` and ``close()`` (a
             :class:`~focal_array._cli_progress.Progress`), updated after each image.
         per_image: include the ``per_image`` list (one entry per image); None in its place
@@ -370,7 +460,8 @@ def inspect_dataset(ds: coco.CocoDataset, *, backend: Backend,
                 anchor_cache.move_to_end(size)
             count, n = sizes.get(size, (anchors.count, 0))
             sizes[size] = (count, n + 1)
-            result = match_image(ann, anchors, backend, scale=scale, high=high, low=low)
+            result = match_image(ann, anchors, backend, scale=scale, high=high, low=low,
+                                 tie_rule=tie_rule)
             tally.add(k, ann, anchors.count, scale, result)
             if progress is not None:
                 progress.update(k + 1)
@@ -379,13 +470,13 @@ def inspect_dataset(ds: coco.CocoDataset, *, backend: Backend,
             progress.close()
     seconds = time.perf_counter() - start
     return _report(ds, tally, sizes, backend=backend, image_size=image_size, high=high,
-                   low=low, seconds=seconds, per_image=per_image)
+                   low=low, tie_rule=tie_rule, seconds=seconds, per_image=per_image)
 
 
 def _report(ds: coco.CocoDataset, tally: _Tally,
             sizes: dict[tuple[int, int], tuple[int, int]], *,
             backend: Backend, image_size: tuple[int, int] | None, high: float, low: float,
-            seconds: float, per_image: bool) -> dict[str, Any]:
+            tie_rule: str, seconds: float, per_image: bool) -> dict[str, Any]:
     real = ~tally.crowd
     per_gt = tally.per_gt[real]
     rescued = tally.annotation_ids[real & (tally.per_gt > 0) & ~tally.strict_positive]
@@ -402,6 +493,7 @@ def _report(ds: coco.CocoDataset, tally: _Tally,
         "high": high,
         "low": low,
         "allow_low_quality_matches": True,
+        "tie_rule": tie_rule,
         "crowd_ioa": 0.5,
         "image_size": list(image_size) if image_size else None,
         "images": len(ds),

@@ -12,8 +12,10 @@ negatives carry under cross-entropy and under focal loss. Without a path it runs
 sample shipped in the package. ``docs/cli.md`` explains every line and the ``--json`` schema.
 
 Exit codes: 0 success, 2 bad input (missing file, invalid JSON, malformed COCO, bad option
-value, backend or matplotlib not installed), 1 stdout closed early (``| head``),
-130 interrupted.
+value, an image too large to match within the memory limit, backend or matplotlib not
+installed, a standard output that cannot encode the report), 1 stdout closed early
+(``| head``), 130 interrupted. Every exit 2 prints one ``focal-array: error:`` line on
+stderr (argparse's usage errors print the usage line before it), never a traceback.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ import numpy as np
 from . import __version__, coco
 from ._cli_progress import PROGRESS_MIN_IMAGES, Progress
 from ._cli_report import PER_IMAGE_ROWS_MAX, _fmt, print_report
-from ._cli_stats import UsageError, inspect_dataset, resolve_backend
+from ._cli_stats import UsageError, check_memory, inspect_dataset, resolve_backend
 from .losses import (
     binary_cross_entropy,
     sigmoid_focal_loss,
     softmax_cross_entropy,
     softmax_focal_loss,
 )
+from .matcher import TIE_RULES
 
 __all__ = ["main"]
 
@@ -198,10 +201,13 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         # the dropped boxes are reported in the output, so the warning would only repeat it
         ds = coco.load(args.path, warn=False)
     image_size = tuple(args.image_size) if args.image_size else None
+    # before any anchor is built: an absurd size is one line, not a MemoryError
+    check_memory(ds, image_size, backend, args.max_memory)
     # the text report lists images only for small files: skip building 100k rows for it
     per_image = args.json or len(ds) <= PER_IMAGE_ROWS_MAX
     report = inspect_dataset(ds, backend=backend, image_size=image_size, high=args.high,
-                             low=args.low, progress=Progress(len(ds)), per_image=per_image)
+                             low=args.low, tie_rule=args.tie_rule, progress=Progress(len(ds)),
+                             per_image=per_image)
     if args.json:
         json.dump(report, out, indent=2, ensure_ascii=False)
         out.write("\n")
@@ -232,6 +238,29 @@ def _nonnegative(text: str) -> float:
     if not (math.isfinite(value) and value >= 0.0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+_MEMORY_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _memory_size(text: str) -> float:
+    """``8G``, ``512MiB``, ``1.5T``, ``100000000`` (bytes; binary units) or ``none``."""
+    t = text.strip().lower()
+    if t in ("none", "inf", "unlimited"):
+        return math.inf
+    for suffix in ("ib", "b"):
+        if t.endswith(suffix) and t[:-len(suffix)][-1:] in "kmgt":
+            t = t[:-len(suffix)]
+            break
+    unit = t[-1:] if t[-1:] in "kmgt" else ""
+    try:
+        value = float(t[:len(t) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a memory size: {text!r} (e.g. 8G, 512M, or none)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text}")
+    return value * _MEMORY_UNITS[unit]
 
 
 def _positive_int(text: str) -> int:
@@ -311,11 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IoU >= HIGH is positive (default 0.5)")
     p.add_argument("--low", type=_probability, default=0.4,
                    help="IoU < LOW is negative, in between ignored (default 0.4)")
+    p.add_argument("--tie-rule", choices=TIE_RULES, default="equal",
+                   help="which anchors tie with a gt's best IoU for the low-quality rule: "
+                        "'equal' IoUs (default, torchvision's ==) or IoUs within the "
+                        "float32 rounding bound of the best ('rounding')")
     p.add_argument("--backend", choices=("numpy", "jax", "torch"), default="numpy",
                    help="array library the matcher runs on (default numpy; jax and torch "
                         "must be installed)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of the text report")
+    p.add_argument("--max-memory", type=_memory_size, default=None, metavar="SIZE",
+                   help="refuse (exit 2) when matching one image would need more memory "
+                        "than SIZE (e.g. 16G, 512M; none for no limit). Default: half the "
+                        "available memory")
     p.set_defaults(run=cmd_inspect)
     return parser
 
@@ -351,6 +388,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
+    except UnicodeEncodeError as exc:
+        # stdout's encoding (PYTHONIOENCODING=ascii, a Latin-1 terminal) lacks γ, α or ×
+        print(f"{PROG}: error: standard output's encoding ({exc.encoding}) cannot print "
+              f"{exc.object[exc.start:exc.end]!a}; set PYTHONIOENCODING=utf-8",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        # the up-front estimate (--max-memory) should catch this first; if the machine
+        # still runs out, say so in one line rather than a traceback
+        print(f"{PROG}: error: out of memory; pass a smaller --image-size or a lower "
+              "--max-memory", file=sys.stderr)
+        return 2
 
 
 def _one_line(exc: BaseException) -> str:

@@ -283,7 +283,8 @@ def test_inspect_json_schema(sample_json: dict[str, Any]) -> None:
     r = sample_json
     schema = {
         "source": str, "backend": str, "high": float, "low": float,
-        "allow_low_quality_matches": bool, "crowd_ioa": float, "image_size": type(None),
+        "allow_low_quality_matches": bool, "tie_rule": str, "crowd_ioa": float,
+        "image_size": type(None),
         "images": int, "images_without_boxes": int, "classes": int, "class_names": list,
         "gts": int, "crowd_gts": int, "dropped_boxes": dict, "anchors_per_image": list,
         "totals": dict, "per_image_percentiles": dict, "positives_per_gt": dict,
@@ -387,6 +388,46 @@ def test_inspect_backends_agree_with_numpy(backend: str,
     strip = {"seconds", "backend"}
     assert {k: v for k, v in other.items() if k not in strip} == \
         {k: v for k, v in sample_json.items() if k not in strip}
+
+
+@pytest.fixture(scope="module")
+def coco_like_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from benchmarks.coco_like import generate
+
+    path = tmp_path_factory.mktemp("coco_like") / "instances.json"
+    path.write_text(json.dumps(generate(24, seed=4)))
+    return path
+
+
+@pytest.mark.parametrize("tie_rule", ["equal", "rounding"])
+def test_inspect_backends_agree_on_float_boxes(tie_rule: str, coco_like_file: Path) -> None:
+    # COCO-like float coordinates (not on any grid), where JAX used to find other
+    # low-quality ties than NumPy; every backend reports the same counts, and they are
+    # match_anchors' with that tie rule
+    from focal_array.coco import load
+
+    reports = {}
+    for backend in ("numpy", "jax", "torch"):
+        require(backend)
+        proc = run("inspect", str(coco_like_file), "--backend", backend, "--json",
+                   "--tie-rule", tie_rule)
+        assert proc.returncode == 0, proc.stderr
+        reports[backend] = json.loads(proc.stdout)
+    strip = {"seconds", "backend"}
+    first = {k: v for k, v in reports["numpy"].items() if k not in strip}
+    assert first["tie_rule"] == tie_rule
+    for backend, r in reports.items():
+        assert {k: v for k, v in r.items() if k not in strip} == first, backend
+    ds = load(coco_like_file)
+    positives = 0
+    for info in ds.images:
+        ann = ds.annotations(info.id)
+        m = match_anchors(retinanet_anchors((info.height, info.width), dtype=np.float32),
+                          ann.boxes.astype(np.float32).reshape(-1, 4),
+                          gt_crowd=np.asarray(ann.crowd) if len(ann) else None,
+                          tie_rule=tie_rule)
+        positives += int((m >= 0).sum())
+    assert first["totals"]["positives"] == positives
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -543,3 +584,103 @@ def test_inspect_sizes_print_width_by_height(sample_text: str, tmp_path: Path) -
     proc = run("inspect", path, "--image-size", "400", "600")
     assert proc.returncode == 0, proc.stderr
     assert "600×400 for every image" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- hostile input
+# (issue 11) every refusal is exit 2 with one line on stderr, never a traceback
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *messages: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("focal-array: error: ")
+    for message in messages:
+        assert message in proc.stderr, proc.stderr
+
+
+def _coco(tmp_path: Path, *, width: int = 640, height: int = 480, **ann: Any) -> str:
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": width, "height": height}],
+           "categories": [{"id": 1, "name": "c"}],
+           "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40],
+                            **ann}]}
+    return _write(tmp_path, "coco.json", json.dumps(doc))
+
+
+def test_huge_image_in_the_file_is_refused_with_the_memory_it_needs(tmp_path: Path) -> None:
+    # 10^6 x 10^6 pixels: by the documented grid, sum ceil(10^6 / s)^2 * 9 anchors over
+    # s = 8 ... 128, each 64 B + 12 B per box slot (one box)
+    anchors = expected_anchor_count(10**6, 10**6)
+    need = anchors * (64 + 12)
+    proc = run("inspect", _coco(tmp_path, width=10**6, height=10**6), "--max-memory", "64G")
+    _one_line_error(proc, "matching image 1 at 1000000×1000000 pixels",
+                    f"{anchors:,} anchors", f"about {need / 2**40:,.3g} TiB",
+                    "limit of 64 GiB (--max-memory)")
+
+
+def test_huge_image_size_option_is_refused(tmp_path: Path) -> None:
+    proc = run("inspect", _coco(tmp_path), "--image-size", "100000", "100000",
+               "--max-memory", "16G")
+    anchors = expected_anchor_count(100000, 100000)
+    _one_line_error(proc, "at 100000×100000 pixels", f"{anchors:,} anchors",
+                    "limit of 16 GiB")
+    # far beyond any machine: still one line (Python ints, no float overflow)
+    proc = run("inspect", _coco(tmp_path), "--image-size", str(10**21), "5")
+    _one_line_error(proc, "would need about", "TiB")
+
+
+def test_max_memory_option(tmp_path: Path) -> None:
+    path = _coco(tmp_path)
+    # 640 x 480 has 57,600 anchors: 57,600 * (64 + 12) B = 4.2 MiB
+    _one_line_error(run("inspect", path, "--max-memory", "1M"), "about 4.17 MiB",
+                    "limit of 1 MiB")
+    assert run("inspect", path, "--max-memory", "5MiB").returncode == 0
+    assert run("inspect", path, "--max-memory", "none").returncode == 0
+    for bad, message in (("0", "must be a positive size"), ("abc", "not a memory size"),
+                         ("nan", "must be a positive size"), ("-3G", "must be a positive")):
+        proc = run("inspect", path, f"--max-memory={bad}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert message in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(("contents", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (None, '"id" must fit a signed 64-bit integer'),
+    (b"\xff\xfe{", "not UTF-8 text"),
+], ids=["deep", "big-id", "not-utf8"])
+def test_hostile_files_exit_2(tmp_path: Path, contents: Any, message: str) -> None:
+    if contents is None:
+        doc = json.loads(Path(_coco(tmp_path)).read_text())
+        doc["annotations"][0]["id"] = 2**70
+        contents = json.dumps(doc)
+    path = tmp_path / "hostile.json"
+    if isinstance(contents, bytes):
+        path.write_bytes(contents)
+    else:
+        path.write_text(contents)
+    _one_line_error(run("inspect", str(path)), message)
+
+
+def test_box_beyond_float32_exit_2(tmp_path: Path) -> None:
+    _one_line_error(run("inspect", _coco(tmp_path, bbox=[3e38, 0, 1e38, 5])),
+                    "annotation id 5", "beyond the float32 range")
+
+
+def test_stdout_that_cannot_encode_the_report_exit_2() -> None:
+    env = {**__import__("os").environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "focal_array.cli", "explain"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "cannot print" in proc.stderr and "PYTHONIOENCODING=utf-8" in proc.stderr
+
+
+def test_memory_error_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # should the estimate ever be short, running out of memory is still one line
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "inspect_dataset", boom)
+    assert cli.main(["inspect"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("focal-array: error: out of memory")
