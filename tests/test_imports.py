@@ -19,8 +19,8 @@ LAYERS = [
     {"_stable"},
     {"_formulas"},
     {"_executors"},
-    {"losses", "gradients", "normalization", "boxes", "anchors", "coco", "matcher",
-     "_matching", "_match_iou", "box_coder", "_box_common"},
+    {"losses", "gradients", "normalization", "boxes", "anchors", "coco", "_coco_parse",
+     "_coco_records", "matcher", "_matching", "_match_iou", "box_coder", "_box_common"},
     {"detection"},
     {"cli", "_cli_stats", "_cli_report", "_cli_progress", "__init__"},
 ]
