@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import array_api_compat
 
 from ._namespace import is_tracing
 
@@ -22,9 +25,13 @@ __all__ = [
     "check_integer",
     "check_number",
     "check_same_shape",
+    "describe_scalar",
     "eager_check",
     "first_true_index",
+    "is_array",
+    "is_number",
     "normalize_axis",
+    "not_finite_count",
 ]
 
 
@@ -87,21 +94,67 @@ def check_broadcasts_to(name: str, shape: Sequence[int], target: Sequence[int],
 def check_number(name: str, value: Any, *, low: float | None = None,
                  high: float | None = None, low_open: bool = False,
                  high_open: bool = False) -> float:
-    """Require a finite real number within a range; return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """Require a finite real number within a range; return it as a float.
+
+    Written with comparisons only (no ``math.isfinite``, no ``float()``), so that a
+    symbolic float passes through unchanged: ``torch.compile`` turns a Python float option
+    that changes between calls (γ, α) into a ``SymFloat``, on which ``math.isfinite`` is a
+    graph break and ``float()`` a specialization. The comparisons become guards of the
+    compiled graph instead, and the checks still run for every value it is called with.
+    """
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, *_symbolic_types())):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    v = value if isinstance(value, _symbolic_types()) else float(value)
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    bad = not math.isfinite(v)
+    # NaN fails both comparisons; ±inf fails one
+    ok = -math.inf < v < math.inf
     if low is not None:
-        bad |= v <= low if low_open else v < low
+        ok = ok and (v > low if low_open else v >= low)
     if high is not None:
-        bad |= v >= high if high_open else v > high
-    if bad:
+        ok = ok and (v < high if high_open else v <= high)
+    if not ok:
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return v
+
+
+def _symbolic_types() -> tuple[type, ...]:
+    """The symbolic number types of an imported torch (none otherwise)."""
+    torch = sys.modules.get("torch")
+    sym = getattr(torch, "SymFloat", None) if torch is not None else None
+    return (sym, torch.SymInt) if sym is not None else ()
+
+
+def is_number(value: Any) -> bool:
+    """True for a real Python number (bool excluded), or a symbolic one under a compiler."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (numbers.Real, *_symbolic_types()))
+
+
+def is_array(value: Any) -> bool:
+    """True for an array of some Array API library; never for a (symbolic) number, which
+    ``array_api_compat.is_array_api_obj`` would probe with ``hasattr`` (a graph break
+    under ``torch.compile``)."""
+    return not is_number(value) and array_api_compat.is_array_api_obj(value)
+
+
+def not_finite_count(xp: Any, count: Any) -> Any:
+    """0-d boolean array: ``count`` (a 0-d integer or floating array) is not a finite
+    number >= 0. NaN fails ``>= 0``; an integer is always finite."""
+    if xp.isdtype(count.dtype, "integral"):
+        return count < 0
+    return ~((count >= 0) & (count < float("inf")))
+
+
+def describe_scalar(a: Any) -> str:
+    """A 0-d array's value and dtype for a message (reads data: eager only)."""
+    try:
+        value = a.item() if hasattr(a, "item") else float(a)
+    except (TypeError, ValueError):  # pragma: no cover - a library without item()
+        value = a
+    return f"{value!r} ({a.dtype})"
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

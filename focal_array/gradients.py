@@ -54,11 +54,10 @@ from __future__ import annotations
 from typing import Any
 
 from ._executors import evaluate_with_grad
+from ._loss_reductions import _mean_scale, _reduce
 from .losses import (
-    _mean_scale,
     _prepare_sigmoid,
     _prepare_softmax,
-    _reduce,
     sigmoid_formula,
     softmax_formula,
 )
@@ -72,7 +71,7 @@ def _grad_scale(xp: Any, *, weights: Any, reduction: str, normalizer: Any, valid
                 loss_shape: tuple, like: Array) -> tuple[Array | None, Array | None]:
     """(w, c): d L_reduced / d ℓ_i = w_i · c (either may be None for "1").
 
-    Uses the same scale as :func:`focal_array.losses._reduce` (``_mean_scale``).
+    Uses the same scale as :func:`focal_array._loss_reductions._reduce` (``_mean_scale``).
     """
     w = None if weights is None else xp.astype(weights, like.dtype)
     if reduction in ("none", "sum"):

@@ -21,15 +21,11 @@ References:
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat
-
 from . import _validate as v
-from ._executors import evaluate, evaluate_sum
 from ._formulas import (
     Formula,
     SigmoidFocal,
@@ -38,7 +34,15 @@ from ._formulas import (
     SoftmaxFocalProbs,
     SoftmaxFocalSmoothed,
 )
-from ._namespace import compute_dtype, constant, device_of, namespace
+from ._loss_checks import (
+    _check_logits,
+    _check_normalizer,
+    _check_options,
+    _check_weights,
+    _not_unit_interval,
+)
+from ._loss_reductions import _evaluate_reduced
+from ._namespace import compute_dtype, device_of, namespace
 from ._stable import one_hot_mask
 
 __all__ = [
@@ -49,145 +53,8 @@ __all__ = [
     "softmax_focal_loss",
 ]
 
-REDUCTIONS = ("none", "sum", "mean")
 
 Array = Any
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_options(*, gamma: float, label_smoothing: float, reduction: str) -> tuple:
-    gamma = v.check_number("gamma", gamma, low=0.0)
-    label_smoothing = v.check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
-                                     high_open=True)
-    v.check_choice("reduction", reduction, REDUCTIONS)
-    return gamma, label_smoothing
-
-
-def _check_normalizer(xp: Any, normalizer: Any, reduction: str) -> None:
-    if normalizer is None:
-        return
-    if reduction != "mean":
-        raise ValueError(
-            f"normalizer is only used with reduction='mean', got reduction={reduction!r}"
-        )
-    if array_api_compat.is_array_api_obj(normalizer):
-        if normalizer.ndim != 0:
-            raise ValueError(
-                f"normalizer must be a number or a 0-d array, got shape {tuple(normalizer.shape)}"
-            )
-        if not (xp.isdtype(normalizer.dtype, "integral")
-                or xp.isdtype(normalizer.dtype, "real floating")):
-            raise TypeError(f"normalizer must be integer or real floating, got {normalizer.dtype}")
-        v.eager_check(
-            [normalizer],
-            lambda: normalizer < 0,
-            lambda: f"normalizer must be >= 0 (a count), got {normalizer!r}",
-        )
-    else:
-        v.check_number("normalizer", normalizer, low=0.0)
-
-
-def _check_weights(xp: Any, weights: Any, loss_shape: tuple, loss_name: str) -> None:
-    if weights is None:
-        return
-    v.check_bool_or_number_array(xp, weights, "weights")
-    v.check_broadcasts_to("weights", weights.shape, loss_shape, loss_name)
-
-
-def _check_logits(xp: Any, logits: Any, from_logits: bool, name: str) -> None:
-    v.check_floating(xp, logits, name)
-    if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
-    if not from_logits:
-        v.eager_check(
-            [logits],
-            lambda: _outside_unit_interval(logits, xp=xp),
-            lambda: (
-                f"with from_logits=False, {name} must hold probabilities in [0, 1]; "
-                "found values outside (pass from_logits=True for logits)"
-            ),
-        )
-
-
-def _outside_unit_interval(a: Array, *, xp: Any) -> Any:
-    """True where some value of ``a`` is outside [0, 1] (NaN is not), as a 0-d bool array.
-
-    Two reductions: the elementwise ``(a < 0) | (a > 1)`` would write three full-size
-    boolean arrays per call.
-    """
-    if math.prod(a.shape) == 0:
-        return xp.asarray(False)
-    return (xp.min(a) < 0) | (xp.max(a) > 1)
-
-
-# --------------------------------------------------------------------------- reductions
-
-
-def _reduce(loss: Array, *, weights: Any, reduction: str, normalizer: Any,
-            valid: Any, xp: Any) -> Array:
-    """Apply weights, then reduce: "none", "sum" (Σ w·ℓ) or "mean".
-
-    "mean" divides by ``max(normalizer, 1)`` when a normalizer is given, else by Σ w over
-    counted elements (``valid``), else by the number of counted elements; a zero
-    denominator gives 0 with a zero gradient (a NaN in the sum still shows).
-    """
-    w = None
-    if weights is not None:
-        w = xp.astype(weights, loss.dtype)
-        loss = loss * w
-    if reduction == "none":
-        return loss
-    total = xp.sum(loss)
-    if reduction == "sum":
-        return total
-    return total * _mean_scale(xp, w=w, normalizer=normalizer, valid=valid,
-                               loss_shape=tuple(loss.shape), like=total)
-
-
-def _evaluate_reduced(formula: Formula, x: Array, aux: tuple, *, axis: int, weights: Any,
-                      reduction: str, normalizer: Any, valid: Any, xp: Any) -> Array:
-    """The formula's loss, reduced as :func:`_reduce` does; without weights the executor
-    takes the sum itself, so an eager backend never writes the full-size loss."""
-    if weights is not None or reduction == "none":
-        loss = evaluate(formula, x, *aux, xp=xp, axis=axis)
-        return _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
-                       valid=valid, xp=xp)
-    total = evaluate_sum(formula, x, *aux, xp=xp, axis=axis)
-    if reduction == "sum":
-        return total
-    return total * _mean_scale(xp, w=None, normalizer=normalizer, valid=valid,
-                               loss_shape=formula.loss_shape(tuple(x.shape), axis),
-                               like=total)
-
-
-def _mean_scale(xp: Any, *, w: Any, normalizer: Any, valid: Any, loss_shape: tuple,
-                like: Array) -> Array:
-    """1 / the "mean" denominator, as a 0-d array; 0 when that denominator is 0.
-
-    The denominator is ``max(normalizer, 1)`` when a normalizer is given, else Σ w over
-    counted elements (``valid``), else the number of counted elements. Shared by the
-    losses' reduction and their analytic gradients (:mod:`focal_array.gradients`).
-    """
-    one = constant(xp, 1.0, like)
-    if normalizer is not None:
-        n = normalizer
-        if not array_api_compat.is_array_api_obj(n):
-            n = constant(xp, float(n), like)
-        return one / xp.maximum(xp.astype(n, like.dtype), one)
-    if w is not None:
-        counted = xp.broadcast_to(w, loss_shape)
-        if valid is not None:
-            counted = xp.where(valid, counted, constant(xp, 0.0, like))
-        denom = xp.sum(counted)
-    elif valid is not None:
-        denom = xp.sum(xp.astype(valid, like.dtype))
-    else:
-        denom = constant(xp, float(math.prod(loss_shape)), like)
-    # double where: an empty count gives 0 (and a zero gradient), never 0/0
-    positive = denom > constant(xp, 0.0, like)
-    return xp.where(positive, one / xp.where(positive, denom, one), constant(xp, 0.0, like))
 
 
 # --------------------------------------------------------------------------- sigmoid
@@ -213,9 +80,9 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
     if not xp.isdtype(targets.dtype, "bool"):
         v.eager_check(
             [targets],
-            lambda: _outside_unit_interval(targets, xp=xp),
+            lambda: _not_unit_interval(targets, xp=xp),
             lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
-            "outside",
+            "outside, or NaN",
         )
     x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     return xp, x, alpha, gamma, label_smoothing
@@ -223,7 +90,7 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
 
 def _array_or_none(value: Any) -> Any:
     """``value`` if it is an array (to join namespace resolution), else None."""
-    return value if array_api_compat.is_array_api_obj(value) else None
+    return value if v.is_array(value) else None
 
 
 def sigmoid_formula(xp: Any, targets: Array, x: Array, *, alpha: float | None, gamma: float,
@@ -281,7 +148,8 @@ def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None 
             number inside the logs, so a probability of exactly 0 or 1 on the wrong side gives a
             large finite loss, ≈ 87.3 in float32, rather than inf).
         targets: same shape as ``logits``; 0/1 labels (bool, integer or floating) or soft
-            targets in [0, 1]. Use ``one_hot(labels, C)`` for class indices.
+            targets in [0, 1] (outside, or NaN: a ValueError where arrays are concrete).
+            Use ``one_hot(labels, C)`` for class indices.
         alpha: weight of the positive term in [0, 1]; ``1 - alpha`` weighs negatives.
             ``None`` disables balancing.
         gamma: focusing parameter, ``>= 0``.
@@ -291,7 +159,8 @@ def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None 
             ``"mean"``: Σ w·ℓ / Σ w (plain mean without weights), or Σ w·ℓ / max(normalizer,
             1) when ``normalizer`` is given. An all-zero ``weights`` gives 0 and a zero
             gradient, not NaN.
-        normalizer: only with ``reduction="mean"``: a number or 0-d array ≥ 0, e.g. the
+        normalizer: only with ``reduction="mean"``: a finite number or 0-d array ≥ 0
+            (inf, NaN or < 0 is a ValueError, the array's checked where concrete), e.g. the
             number of positive anchors (RetinaNet), of assigned anchors, an EMA, or a count
             all-reduced across devices.
         from_logits: ``True`` for logits, ``False`` for probabilities.
@@ -368,11 +237,11 @@ def _class_alpha(xp: Any, alpha: Any, num_classes: int, like: Array) -> Array | 
     """
     if alpha is None:
         return None
-    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+    if v.is_number(alpha):
         a = v.check_number("alpha", alpha, low=0.0, high=1.0)
         values = [1.0 - a] + [a] * (num_classes - 1)
         return xp.asarray(values, dtype=like.dtype, device=device_of(like))
-    if array_api_compat.is_array_api_obj(alpha):
+    if v.is_array(alpha):
         namespace(logits=like, alpha=alpha)
         if alpha.ndim == 0:
             raise TypeError("alpha as an array must be a per-class vector of shape (C,); "
@@ -404,10 +273,11 @@ def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, 
     with :mod:`focal_array.gradients`."""
     xp = namespace(logits=logits, labels=labels, weights=weights,
                    normalizer=_array_or_none(normalizer))
-    _check_logits(xp, logits, from_logits, "logits")
+    v.check_floating(xp, logits, "logits")
     if logits.ndim == 0:
         raise ValueError("logits must have at least one dimension (the class axis)")
     ax = v.normalize_axis(axis, logits.ndim)
+    _check_logits(xp, logits, from_logits, "logits", class_axis=ax)
     v.check_integer(xp, labels, "labels")
     example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
     v.check_same_shape("logits without the class axis", example_shape, "labels",
@@ -475,7 +345,14 @@ def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
 
     Args:
         logits: ``(..., C, ...)`` real floating with the classes along ``axis`` (a
-            probability vector along ``axis`` with ``from_logits=False``).
+            probability vector along ``axis`` with ``from_logits=False``: values in
+            [0, 1], each row summing to 1 within ``max(C·ε, 1e-5)``, else a ValueError
+            where arrays are concrete). −inf masks a class (probability 0): the loss is
+            that of the row without it; −inf on the label's class gives +inf (as
+            PyTorch), as does any −inf class under label smoothing (it gets ε / C of
+            the target); a row of all −inf gives 0. Gradients stay finite in each case
+            and for every finite logit up to ±3.4e38; a loss past the dtype's largest
+            number is +inf, never NaN.
         labels: integer class indices with the shape of ``logits`` minus ``axis``; values in
             [0, C), negative to ignore. Labels ≥ C raise a ValueError (checked where arrays
             are concrete: NumPy, PyTorch and eager JAX, not inside a trace).

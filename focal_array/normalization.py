@@ -27,9 +27,12 @@ def init_ema_normalizer(value: float = 100.0, /, *, xp: Any = None, dtype: Any =
     so the first steps are not divided by a tiny count.
 
     Args:
-        value: initial count, > 0.
+        value: initial count, > 0 and finite.
         xp: array namespace or library module (NumPy's by default).
-        dtype: floating dtype of that library (float32 by default).
+        dtype: floating dtype of that library (float32 by default). An integer dtype is
+            accepted for an integer ``value`` only: a ValueError rather than truncating
+            100.7 to 100 (and :func:`ema_normalizer` needs a floating state anyway); a
+            value beyond the dtype's range is a ValueError too.
         device: device to create it on.
 
     Returns:
@@ -46,6 +49,20 @@ def init_ema_normalizer(value: float = 100.0, /, *, xp: Any = None, dtype: Any =
     else:
         xp = array_api_compat.array_namespace(xp.asarray(0.0))
     dtype = xp.float32 if dtype is None else dtype
+    if xp.isdtype(dtype, "bool") or not xp.isdtype(dtype, ("integral", "real floating")):
+        raise TypeError(f"dtype must be a real floating dtype (or an integer one), got {dtype}")
+    if xp.isdtype(dtype, "integral"):
+        # a cast would truncate (100.7 -> 100) or wrap silently
+        info = xp.iinfo(dtype)
+        if value != int(value) or not info.min <= value <= info.max:
+            raise ValueError(
+                f"value must be a whole number at most {info.max} for dtype {dtype}, "
+                f"got {value!r}; use a floating dtype (ema_normalizer needs one) or round it"
+            )
+        return xp.asarray(int(value), dtype=dtype, device=device)
+    if value > float(xp.finfo(dtype).max):
+        raise ValueError(f"value must be at most {float(xp.finfo(dtype).max)!r} (the largest "
+                         f"{dtype}), got {value!r}")
     return xp.asarray(value, dtype=dtype, device=device)
 
 
@@ -63,7 +80,8 @@ def ema_normalizer(state: Any, count: Any, /, *, momentum: float = 0.9) -> Any:
     Args:
         state: 0-d floating array, the previous average (see :func:`init_ema_normalizer`).
         count: this step's count (number of positive anchors): a 0-d array of the same
-            library (any real dtype) or a Python number, ``>= 0``.
+            library (any real dtype) or a Python number, finite and ``>= 0`` (inf or NaN
+            is a ValueError for both, the array's checked where it is concrete).
         momentum: m in [0, 1); detectron2 uses 0.9.
 
     Returns:
@@ -77,17 +95,21 @@ def ema_normalizer(state: Any, count: Any, /, *, momentum: float = 0.9) -> Any:
         >>> float(s)
         92.0
     """
-    xp = namespace(state=state, count=count if array_api_compat.is_array_api_obj(count)
-                   else None)
+    xp = namespace(state=state, count=count if v.is_array(count) else None)
     v.check_floating(xp, state, "state")
     if state.ndim != 0:
         raise ValueError(f"state must be a 0-d array, got shape {tuple(state.shape)}")
     momentum = v.check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    if array_api_compat.is_array_api_obj(count):
+    if v.is_array(count):
         if count.ndim != 0:
             raise ValueError(f"count must be a number or a 0-d array, got shape "
                              f"{tuple(count.shape)}")
-        v.eager_check([count], lambda: count < 0, lambda: f"count must be >= 0, got {count!r}")
+        if not (xp.isdtype(count.dtype, "integral") or xp.isdtype(count.dtype, "real floating")):
+            raise TypeError(f"count must be integer or real floating, got {count.dtype}")
+        # the same range as for a Python number: a finite count >= 0 (NaN fails >= 0)
+        v.eager_check([count], lambda: v.not_finite_count(xp, count),
+                      lambda: f"count must be a finite number >= 0, got "
+                      f"{v.describe_scalar(count)}")
         c = xp.astype(count, state.dtype)
     else:
         c = constant(xp, v.check_number("count", count, low=0.0), state)

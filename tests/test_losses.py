@@ -400,7 +400,7 @@ def test_bad_input_errors(xp):
         fa.sigmoid_focal_loss(x, y, reduction="avg")
     with pytest.raises(ValueError, match="normalizer must be in"):
         fa.sigmoid_focal_loss(x, y, reduction="mean", normalizer=-1)
-    with pytest.raises(ValueError, match="normalizer must be >= 0"):
+    with pytest.raises(ValueError, match="normalizer must be a finite number >= 0"):
         fa.sigmoid_focal_loss(x, y, reduction="mean", normalizer=asarray(xp, -2.0, "float32"))
     with pytest.raises(ValueError, match="normalizer is only used with reduction='mean'"):
         fa.sigmoid_focal_loss(x, y, reduction="sum", normalizer=3)

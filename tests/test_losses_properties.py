@@ -7,12 +7,14 @@ import os
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import focal_array as fa
-from tests.helpers import asarray, library, to_numpy, value_and_grad
+from tests.helpers import asarray, has_autodiff, library, to_numpy, value_and_grad
 from tests.strategies import sigmoid_case, softmax_case
 
-SETTINGS = settings(max_examples=int(os.environ.get("FOCAL_ARRAY_EXAMPLES", "15")),
+SETTINGS = settings(max_examples=int(os.environ.get("FOCAL_ARRAY_EXAMPLES", "10")),
                     deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TOL = {"float32": (1e-5, 1e-30), "float64": (1e-12, 1e-300)}
 
@@ -84,7 +86,7 @@ def _namespace(name):
 
 
 @pytest.mark.parametrize("head", ["sigmoid", "softmax"])
-@settings(max_examples=int(os.environ.get("FOCAL_ARRAY_EXAMPLES", "15")), deadline=None)
+@settings(max_examples=int(os.environ.get("FOCAL_ARRAY_EXAMPLES", "10")), deadline=None)
 @given(data=sigmoid_case() | softmax_case())
 def test_gradients_agree_with_each_other_and_finite_differences(head, data):
     logits, targets, weights, options = data
@@ -113,3 +115,111 @@ def test_gradients_agree_with_each_other_and_finite_differences(head, data):
                                    err_msg=name)
     if len(grads) == 2:
         np.testing.assert_allclose(grads["jax"], grads["torch"], rtol=1e-12, atol=1e-300)
+
+
+# --------------------------------------------------------------------------- non-finite search
+
+# float32 logits anywhere in its range, the extremes and the −inf of masking drawn often
+EXTREME = st.one_of(
+    st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False),
+    st.sampled_from([0.0, 1e-3, -1e-3, 50.0, -50.0, 104.0, -104.0, 1e10, -1e10, 1e30, -1e30,
+                     3e38, -3e38, 3.4e38, -3.4e38]),
+)
+EXTREME_OPTIONS = {
+    "gamma": st.sampled_from([0.0, 1e-3, 0.5, 1.0, 2.0, 50.0]),
+    "reduction": st.sampled_from(["none", "sum", "mean"]),
+    "label_smoothing": st.sampled_from([0.0, 0.1]),
+}
+# counts: 0 (counted as 1), tiny, huge, integer
+COUNTS = st.one_of(st.none(), st.sampled_from([0.0, 1e-30, 1.0, 7.0, 1e30, 3.4e38]),
+                   st.integers(0, 2**31 - 1))
+
+
+@st.composite
+def extreme_softmax_case(draw):
+    """(float32 logits with −inf on some non-target classes, labels, options)."""
+    # one shape: JAX compiles each new shape anew, which would dominate the budget
+    rows, classes = 3, 4
+    logits = draw(hnp.arrays(np.float32, (rows, classes), elements=EXTREME))
+    labels = draw(hnp.arrays(np.int64, (rows,), elements=st.integers(-1, classes - 1)))
+    masked = draw(hnp.arrays(np.bool_, (rows, classes)))
+    masked[np.arange(rows), np.maximum(labels, 0)] = False  # never the target
+    logits = np.where(masked, np.float32(-np.inf), logits)
+    options = {k: draw(s) for k, s in EXTREME_OPTIONS.items()}
+    options["alpha"] = draw(st.one_of(st.none(), st.sampled_from([0.0, 1.0, 0.25]),
+                                      st.lists(st.sampled_from([0.0, 1e-30, 0.5, 1.0]),
+                                               min_size=classes, max_size=classes)))
+    options["gamma"] = draw(st.sampled_from([0.0, 1e-3, 0.5, 2.0, 50.0]))
+    if options["reduction"] == "mean":
+        options["normalizer"] = draw(COUNTS)
+    return logits, labels, options
+
+
+@st.composite
+def extreme_sigmoid_case(draw):
+    """(float32 logits of any size, 0/1 or soft targets, options)."""
+    shape = (2, 4)
+    logits = draw(hnp.arrays(np.float32, shape, elements=EXTREME))
+    targets = draw(hnp.arrays(np.float32, shape, elements=st.sampled_from([0.0, 1.0, 0.3,
+                                                                          1e-30, 1 - 1e-7])))
+    options = {k: draw(s) for k, s in EXTREME_OPTIONS.items()}
+    options["alpha"] = draw(st.one_of(st.none(), st.sampled_from([0.0, 1.0, 0.25])))
+    if options["reduction"] == "mean":
+        options["normalizer"] = draw(COUNTS)
+    return logits, targets, options
+
+
+def _no_nan_and_finite_gradient(xp, fn, x, aux, options):
+    xs = asarray(xp, x, "float32")
+    loss = to_numpy(fn(xs, aux, **options))
+    # a loss may overflow to +inf (a margin past float32's largest number, or a masked
+    # class under label smoothing); a NaN from these inputs is a bug
+    assert not np.any(np.isnan(loss)), (x, options, loss)
+    if has_autodiff(xp):
+        _, g = value_and_grad(xp, lambda z: fn(z, aux, **options), xs)
+        g = to_numpy(g)
+        assert np.all(np.isfinite(g)), (x, options, g)
+    return loss
+
+
+EXTREME_SETTINGS = settings(max_examples=int(os.environ.get("FOCAL_ARRAY_EXAMPLES", "10")),
+                            deadline=None,
+                            suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@EXTREME_SETTINGS
+@given(data=extreme_softmax_case())
+@np.errstate(over="ignore")  # a sum past float32's largest number overflows, as it should
+def test_softmax_extreme_and_masked_logits_never_give_nan(xp, data):
+    logits, labels, options = data
+    ls = asarray(xp, labels)
+    loss = _no_nan_and_finite_gradient(xp, fa.softmax_focal_loss, logits, ls, options)
+    if options["reduction"] == "none" and not options["label_smoothing"]:
+        # finite wherever −log p_t is: the masked classes have probability 0
+        rows = np.where(np.isneginf(logits), -np.inf, logits.astype(np.float64))
+        with np.errstate(all="ignore"):
+            m = np.max(np.where(np.arange(logits.shape[1]) == labels[:, None], -np.inf,
+                                rows), axis=1)
+            margin = m - rows[np.arange(len(labels)), np.maximum(labels, 0)]
+        representable = (labels < 0) | (margin < 3e38)
+        assert np.all(np.isfinite(loss[representable])), (logits, labels, options, loss)
+    if not options["label_smoothing"]:
+        _, g = fa.softmax_focal_loss_value_and_grad(
+            asarray(xp, logits, "float32"), ls,
+            **{k: v for k, v in options.items() if k != "label_smoothing"})
+        assert np.all(np.isfinite(to_numpy(g))), (logits, labels, options)
+
+
+@EXTREME_SETTINGS
+@given(data=extreme_sigmoid_case())
+@np.errstate(over="ignore")
+def test_sigmoid_extreme_logits_are_finite(xp, data):
+    logits, targets, options = data
+    ys = asarray(xp, targets, "float32")
+    loss = _no_nan_and_finite_gradient(xp, fa.sigmoid_focal_loss, logits, ys, options)
+    if options["reduction"] == "none":
+        # ℓ ≤ BCE ≤ |x| + log 2: finite below float32's largest number
+        assert np.all(np.isfinite(loss[np.abs(logits) < 3e38])), (logits, options, loss)
+    _, g = fa.sigmoid_focal_loss_value_and_grad(
+        asarray(xp, logits, "float32"), ys, **options)
+    assert np.all(np.isfinite(to_numpy(g))), (logits, targets, options)

@@ -27,7 +27,7 @@ def test_float32_default_and_errors(xp):
     assert_close(state, 100.0, xp, dtype="float32")
     with pytest.raises(ValueError, match="momentum must be in"):
         ema_normalizer(state, 1.0, momentum=1.0)
-    with pytest.raises(ValueError, match="count must be >= 0"):
+    with pytest.raises(ValueError, match="count must be a finite number >= 0"):
         ema_normalizer(state, asarray(xp, -3))
     with pytest.raises(ValueError, match="count must be in"):
         ema_normalizer(state, -3.0)

@@ -20,10 +20,11 @@ decide where and how much of it is evaluated at a time.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .._formulas import Formula
-from .._namespace import is_jax, is_numpy, is_torch
+from .._namespace import is_jax, is_numpy, is_strict, is_torch
 
 __all__ = ["ENABLED", "evaluate", "evaluate_sum", "evaluate_with_grad"]
 
@@ -51,6 +52,18 @@ def _executor(xp: Any) -> Any:
     return None
 
 
+def _quiet(xp: Any) -> Any:
+    """NumPy's floating-point warnings silenced for array_api_strict (NumPy underneath),
+    as the NumPy executor does: the formulas make their special values on purpose (an
+    exponential underflowing to 0, ``inf − inf`` in an error term a ``where`` discards,
+    at a −inf logit or a margin past the largest number); a NaN input still propagates."""
+    if not is_strict(xp):
+        return contextlib.nullcontext()
+    import numpy as np
+
+    return np.errstate(all="ignore")
+
+
 def evaluate(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -1) -> Array:
     """The formula's loss, differentiable by the backend's autodiff.
 
@@ -66,7 +79,8 @@ def evaluate(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -1) -
     """
     ex = _executor(xp)
     if ex is None:
-        return formula.value(x, *aux, xp=xp, axis=axis)
+        with _quiet(xp):
+            return formula.value(x, *aux, xp=xp, axis=axis)
     return ex.evaluate(formula, x, aux, axis=axis, xp=xp)
 
 
@@ -75,7 +89,8 @@ def evaluate_sum(formula: Formula, x: Array, *aux: Array, xp: Any, axis: int = -
     the full-size loss for it."""
     ex = _executor(xp)
     if ex is None:
-        return xp.sum(formula.value(x, *aux, xp=xp, axis=axis))
+        with _quiet(xp):
+            return xp.sum(formula.value(x, *aux, xp=xp, axis=axis))
     return ex.evaluate_sum(formula, x, aux, axis=axis, xp=xp)
 
 
@@ -86,5 +101,6 @@ def evaluate_with_grad(formula: Formula, x: Array, *aux: Array, xp: Any, axis: i
         raise NotImplementedError(f"{type(formula).__name__} has no analytic derivative")
     ex = _executor(xp)
     if ex is None:
-        return formula.value_and_grad(x, *aux, xp=xp, axis=axis)
+        with _quiet(xp):
+            return formula.value_and_grad(x, *aux, xp=xp, axis=axis)
     return ex.evaluate_with_grad(formula, x, aux, axis=axis, xp=xp)

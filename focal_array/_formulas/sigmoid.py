@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._namespace import constant, device_of
+from .._namespace import constant, device_of, stop_gradient
 from .._stable import exp_pair, modulating, safe_log, sigmoid_softplus
 from .base import Formula
 
@@ -122,7 +122,13 @@ class SigmoidFocal(Formula):
             loss = m * bce
             if with_grad:
                 tiny = constant(xp, xp.finfo(x.dtype).smallest_normal, x)
-                ratio = (p * s) / xp.maximum(q, tiny)  # ≤ 1: q ≥ min(p, s) ≥ p s
+                qf = xp.maximum(q, tiny)
+                # p s / q ≤ 1 (q ≥ min(p, s) ≥ p s), both scaled by 1/q (a constant to
+                # autodiff): a quotient of two numbers ~e^−|x| has a derivative with their
+                # square in it, which underflows (flushed to 0 by XLA) at |x| ≳ 44 in
+                # float32 and made the second derivative NaN; scaled, it is ~1
+                c = stop_gradient(xp, one / qf)
+                ratio = (p * s * c) / (qf * c)
                 w = constant(xp, gamma, x) * (one - constant(xp, 2.0, x) * y)
                 grad = m * (w * ratio * bce + grad)
         if self.alpha is not None:

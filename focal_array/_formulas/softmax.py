@@ -138,7 +138,10 @@ class SoftmaxFocal(_SoftmaxFormula):
                 f = q
             else:
                 p_t = xp.where(nonneg, small, big)  # σ(−m)
-                f = mod * (constant(xp, gamma, x) * p_t * nll + q)
+                # p_t L → 0 as p_t → 0: an infinite margin (a −inf target logit, or a
+                # margin past the dtype's largest number) gives 0 · inf here otherwise
+                p_l = xp.where(p_t > zero, p_t * nll, zero)
+                f = mod * (constant(xp, gamma, x) * p_l + q)
             if at is not None:
                 f = at * f
             # e_j's share carries the rounding of x_j − R as relative error (3.8e-6 at
@@ -158,24 +161,26 @@ def _ignored_zero(xp: Any, loss: Array, labels: Array) -> Array:
     return xp.where(labels >= 0, loss, constant(xp, 0.0, loss))
 
 
-def _shifted_exp(x: Array, axis: int, *, xp: Any) -> tuple[Array, Array]:
-    """(z, e^z) with z = x − max(x): e^z corrected for the rounding of the subtraction.
-
-    x_j − m is rounded to half an ulp of the result, which e^z would turn into that much
-    relative error; the error is recovered exactly (two-sum) and applied to first order.
-    """
-    m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
-    z, err = _two_sum(x, -m)
-    return z, xp.exp(z) * (1.0 + err)
+#: |z| / 2 beyond which e^z is 0 in every floating dtype (float64 underflows below −745).
+_FAR = 1024.0
 
 
 @dataclass(frozen=True)
 class SoftmaxFocalSmoothed(_SoftmaxFormula):
     """Σ_j t_j α_j (1 − p_j)^γ (−log p_j), t = (1 − ε)·onehot + ε / C, from logits.
 
-    Each class's ``log p_j`` and ``1 − p_j`` come from the shifted exponentials, the
-    arg-max class's from the mass of the others (the one that would cancel). No analytic
-    derivative: the backends' autodiff differentiates it.
+    With z = x − max x and Λ = log Σ_k e^{z_k} ∈ [0, log C]: −log p_j = Λ − z_j, and
+    1 − p_j = −expm1(z_j − Λ), except for the arg-max class, whose 1 − p comes from the mass
+    of the others (the one that would cancel). z is carried halved, h = x/2 − max/2 =
+    z/2 exactly (scaling by 2 commutes with rounding), which never overflows for finite
+    logits: z itself does for logits ±3e38 apart, although the loss, weighted by
+    t_j ≤ 1, may well be representable. e^z is corrected for the rounding of h (two-sum).
+
+    A −inf logit (a masked class) has p_j = 0; smoothing puts mass ε / C on it, so the loss
+    is +inf, as in PyTorch and optax, with the finite gradient of the limit (that of
+    t_j α_j · (−log p_j), since p_j log p_j → 0). A row whose logits are all −inf has no
+    class left: loss and gradient 0. No analytic derivative: the backends' autodiff
+    differentiates it; every branch autodiff sees is finite.
     """
 
     smoothing: float
@@ -184,18 +189,50 @@ class SoftmaxFocalSmoothed(_SoftmaxFormula):
 
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
-        zero = constant(xp, 0.0, x)
+        zero, one, two = (constant(xp, c, x) for c in (0.0, 1.0, 2.0))
+        half, neg_inf = constant(xp, 0.5, x), constant(xp, -float("inf"), x)
         num_classes = x.shape[axis]
         mask = one_hot_mask(labels, num_classes, axis=axis, xp=xp)
-        z, e = _shifted_exp(x, axis, xp=xp)
+        m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
+        alive = m != neg_inf  # some class is left (NaN included: it propagates)
+        x = xp.where(alive, x, zero)
+        m = xp.where(alive, m, zero)
+        h, err = _two_sum(x * half, -(m * half))
+        finite = h != neg_inf  # False at −inf logits only
+        # the two-sum error is NaN at a −inf logit, whose e^z is exactly 0 anyway
+        e = xp.exp(two * h) * (one + two * xp.where(finite, err, zero))
         top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
         rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
         # z_top is 0 in value, but carries the derivative of the shift-free e_top
-        z_top = xp.sum(xp.where(top, z, zero), axis=axis, keepdims=True)
-        log_p = z - xp.log1p(xp.expm1(z_top) + rest)
-        q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(log_p))
-        loss = _smoothed_sum(xp, log_p, q, mask, alpha_vec, self.gamma, self.smoothing, axis)
-        return _ignored_zero(xp, loss, labels), None
+        z_top = xp.sum(xp.where(top, two * h, zero), axis=axis, keepdims=True)
+        lse = xp.log1p(xp.expm1(z_top) + rest)
+        q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(two * h - lse))
+        w = xp.where(mask, constant(xp, 1.0 - self.smoothing + self.smoothing / num_classes, x),
+                     constant(xp, self.smoothing / num_classes, x))
+        if alpha_vec:
+            w = _class_vector(alpha_vec[0], x.ndim, axis, xp=xp) * w
+        # Σ_j w_j q_j^γ (Λ − z_j) = Λ Σ w q^γ + 2 Σ w q^γ (−h): each term ≥ 0, none
+        # overflowing unless the loss does
+        nh = -xp.where(finite, h, zero)
+        mod = modulating(q, self.gamma, xp=xp)
+        if mod is None:
+            wm, lin = w, w * nh
+        else:
+            wm = w * mod
+            # autodiff of q^γ · (−h) gives dq^γ · (−h), which overflows with −h (≥ 1e38)
+            # where dq^γ is exactly 0 (e^z = 0 below z ≈ −745): the same value, with the
+            # derivative's −h capped there
+            mod_c = stop_gradient(xp, mod)
+            lin = w * (mod_c * nh + (mod - mod_c) * xp.minimum(nh, constant(xp, _FAR, x)))
+        # at a −inf logit, w q^γ (−h) is +inf; its value comes from a constant weight,
+        # since autodiff would meet d(q^γ) · inf = 0 · inf (the limit is 0: p log p → 0),
+        # and a zero weight (α_j = 0) weighs the class out, inf or not
+        w_c = stop_gradient(xp, wm)
+        masked = xp.where(finite, zero, xp.where(w_c > zero, -h, zero) * w_c)
+        lin = xp.sum(lin + masked, axis=axis, keepdims=True)
+        loss = lse * xp.sum(wm, axis=axis, keepdims=True) + two * lin
+        loss = xp.where(alive, loss, zero)
+        return _ignored_zero(xp, xp.squeeze(loss, axis=axis), labels), None
 
 
 def _smoothed_sum(xp: Any, log_p: Array, q: Array, mask: Array, alpha_vec: tuple,
