@@ -31,9 +31,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from . import __version__, coco
+from ._cli_memory import check_memory
 from ._cli_progress import PROGRESS_MIN_IMAGES, Progress
 from ._cli_report import PER_IMAGE_ROWS_MAX, _fmt, print_report
-from ._cli_stats import UsageError, check_memory, inspect_dataset, resolve_backend
+from ._cli_stats import UsageError, inspect_dataset, resolve_backend
 from .losses import (
     binary_cross_entropy,
     sigmoid_focal_loss,

@@ -169,7 +169,7 @@ def test_jax_jit_at_every_batch_size_and_vmap(batch, expected, rule):
     np.testing.assert_array_equal(np.asarray(got), expected[rule])
 
 
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", ["equal"])  # each compile takes ~10 s: the default rule
 def test_torch_compile_gives_the_reference(batch, expected, rule):
     torch = pytest.importorskip("torch")
     torch._dynamo.reset()
@@ -402,7 +402,7 @@ def hostile_scenes(draw):
     return anchors, gts, draw(st.integers(-50, 100)), draw(st.sampled_from(RULES))
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scene=hostile_scenes())
 def test_matches_are_scale_invariant_and_backend_independent(xp, scene):
