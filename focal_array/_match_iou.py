@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._box_common import binary_exponents, ordinary_range
 from ._namespace import compiled as _compiled
 from ._namespace import constant, device_of, is_numpy, is_strict, is_torch
 from ._namespace import pinned as _pinned
@@ -126,10 +127,11 @@ def _gt_major_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: fl
         # inter >= 0, so inter · 1 or 0 is the where() exactly, without a broadcast where
         crowd_f = xp.astype(crowd, inter.dtype)[..., :, None]
         crowd_inter = xp.max(_into("multiply", inter, crowd_f, t, xp), axis=-2)
-        # a full-shape denominator (max(area_a, crowd_inter) is area_a: inter <= area):
-        # XLA rewrites a division by a broadcast into a product with its reciprocal,
-        # which rounds differently from NumPy's division
-        ioa = _safe_divide(crowd_inter, xp.maximum(area_a, crowd_inter), xp)
+        # compiled, a full-shape denominator (max(area_a, crowd_inter) is area_a: inter
+        # <= area): XLA rewrites a division by a broadcast into a product with its
+        # reciprocal, which rounds differently from the eager backends' division
+        denominator = xp.maximum(area_a, crowd_inter) if _compiled(xp) else area_a
+        ioa = _safe_divide(crowd_inter, denominator, xp)
         in_crowd = (ioa >= constant(xp, crowd_ioa, ioa)) & \
             (crowd_inter > constant(xp, 0.0, ioa))
     area_g = _pinned(_area(gts, xp), xp)
@@ -147,24 +149,21 @@ def _gt_major_quality(anchors: Any, gts: Any, ok: Any, crowd: Any, crowd_ioa: fl
     return iou, in_crowd, ((t, union) if mutable else ())
 
 
-#: Boxes whose largest coordinate exceeds this are matched in coordinates scaled by
-#: ``_HUGE_SCALE`` (see :func:`_scaled`).
-_HUGE = 2.0**60
-_HUGE_SCALE = 2.0**-70
-
-
 def _scaled(anchors: Any, gts: Any, xp: Any) -> tuple[Any, Any]:
-    """Both box arrays times ``2**-70`` when a gt coordinate exceeds ``2**60`` in
-    magnitude, else as given.
+    """Both box arrays times ``2**-s`` when a gt coordinate exceeds the dtype's ordinary
+    range (:func:`~focal_array._box_common.ordinary_range`: ``2**61`` in float32,
+    ``2**509`` in float64), else as given; ``s`` brings the dtype's largest coordinate
+    into that range (67 in float32, 515 in float64).
 
-    Areas are products of two sides: above ~1.8e19 they overflow float32 and the IoU of two
-    identical huge boxes would be ``inf / inf``. IoU is scale-invariant, and scaling by a
-    power of two is exact (every operation of the IoU then rounds exactly as unscaled), so
-    the matches are those of the same boxes unscaled; sides below ``2**-56`` of the largest
-    coordinate may then underflow (they have no measurable IoU anyway). Only the gts decide:
-    they are few, and a reduction over constant anchors would be constant-folded at every
-    ``jit`` compilation (seconds at 200,000 anchors). An anchor whose area overflows with
-    gts below ``2**60`` gets IoU 0 (the exact IoU is below 1/256 then).
+    Areas are products of two sides: above the ordinary range they may overflow (float32:
+    ~1.8e19) and the IoU of two identical huge boxes would be ``inf / inf``. IoU is
+    scale-invariant, and scaling by a power of two is exact (every operation of the IoU
+    then rounds exactly as unscaled), so the matches are those of the same boxes unscaled;
+    sides far below the largest coordinate (float32: ``2**-60`` of it) may then underflow
+    (they have no measurable IoU anyway). Only the gts decide: they are few, and a
+    reduction over constant anchors would be constant-folded at every ``jit`` compilation
+    (seconds at 200,000 anchors). An anchor whose area overflows with gts in the ordinary
+    range gets IoU 0 (the exact IoU is below 1/256 then).
 
     In a trace, where the box checks are skipped, non-finite gts need no pass of their own:
     the pinned intersection and area of a NaN box are 0 and an infinite box has an infinite
@@ -178,11 +177,14 @@ def _scaled(anchors: Any, gts: Any, xp: Any) -> tuple[Any, Any]:
         probe = xp.where(xp.isfinite(gts), gts, constant(xp, 0.0, gts))
     # max and -min: no |x| temporary; padding is already an empty box at 0
     extent = xp.maximum(xp.max(probe), -xp.min(probe))
+    _, k_max, _ = binary_exponents(xp, gts.dtype)
+    huge = ordinary_range(xp, gts.dtype)[1]
+    factor = 2.0 ** (math.frexp(huge)[1] - 1 - (k_max + 1))  # exact power of two
     if is_numpy(xp) or is_strict(xp):  # host arrays: decide in Python, copy nothing
-        if not bool(extent > _HUGE):
+        if not bool(extent > huge):
             return anchors, gts
-        scale = constant(xp, _HUGE_SCALE, anchors)
+        scale = constant(xp, factor, anchors)
     else:
-        scale = xp.where(extent > constant(xp, _HUGE, extent),
-                         constant(xp, _HUGE_SCALE, extent), constant(xp, 1.0, extent))
+        scale = xp.where(extent > constant(xp, huge, extent),
+                         constant(xp, factor, extent), constant(xp, 1.0, extent))
     return anchors * scale, gts * scale

@@ -241,11 +241,11 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
     shape, PyTorch eager/compiled) computes each IoU as the same float: the IoU is
     torchvision's sequence of IEEE operations with its products kept out of fused
     multiply-adds, so the integer matches are identical everywhere. When a gt coordinate
-    exceeds ``2**60`` in magnitude all boxes are matched in coordinates scaled by
-    ``2**-70`` (exact: the same matches), so identical huge boxes still have IoU 1; an
-    anchor whose area overflows against smaller gts has IoU 0 (its exact IoU is below
-    1/256). Inside a trace, where the box checks are skipped, a non-finite gt counts as
-    padding and a non-finite anchor has IoU 0 with every gt.
+    exceeds ``2**61`` in magnitude (float32; ``2**509`` in float64) all boxes are matched
+    in coordinates scaled by an exact power of two (the same matches), so identical huge
+    boxes still have IoU 1; an anchor whose area overflows against smaller gts has IoU 0
+    (its exact IoU is below 1/256). Inside a trace, where the box checks are skipped, a
+    non-finite gt counts as padding and a non-finite anchor has IoU 0 with every gt.
 
     Returns:
         ``(broadcast batch..., A)`` integer array (default index dtype): matched gt index,

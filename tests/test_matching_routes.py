@@ -342,6 +342,11 @@ def test_huge_boxes_match_as_their_scaled_copies(xp):
         got = match_anchors(xp.asarray(base * np.float32(scale)),
                             xp.asarray(gts * np.float32(scale)))
         np.testing.assert_array_equal(to_numpy(got), expected, err_msg=str(scale))
+    # float64 overflows its areas only past ~1e154: the same at 2**1000 (1e301)
+    big = 2.0**1000
+    got = match_anchors(xp.asarray(base.astype(np.float64) * big),
+                        xp.asarray(gts.astype(np.float64) * big))
+    np.testing.assert_array_equal(to_numpy(got), expected, err_msg="float64 2**1000")
 
 
 def test_non_finite_gt_in_a_trace_counts_as_padding():
