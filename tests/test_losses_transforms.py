@@ -68,6 +68,10 @@ def test_jax_second_derivative_finite_moderate_logits():
             assert np.all(np.isfinite(np.asarray(h))), (gamma, target, h)
 
 
+# a graph without autograd is a second compile (~5 s each on 2 cores): one per formula kind
+INFERENCE_GRAPH_CASES = {"sigmoid_focal", "softmax_focal", "softmax_focal_smooth"}
+
+
 @pytest.mark.parametrize("name,fn", CASES, ids=[c[0] for c in CASES])
 def test_torch_compile_fullgraph(name, fn):
     torch = require("torch")
@@ -76,12 +80,16 @@ def test_torch_compile_fullgraph(name, fn):
     lab = torch.from_numpy(LABELS)
     eager = fn(x, y, w, lab)
     compiled = torch.compile(fn, fullgraph=True)
-    out = compiled(x, y, w, lab)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
-    assert out.device == x.device and out.shape == eager.shape
-    np.testing.assert_allclose(out.numpy(), eager.numpy(), rtol=1e-5, atol=1e-30)
+    if name in INFERENCE_GRAPH_CASES:
+        out = compiled(x, y, w, lab)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        assert out.device == x.device and out.shape == eager.shape
+        np.testing.assert_allclose(out.numpy(), eager.numpy(), rtol=1e-5, atol=1e-30)
     xg = x.clone().requires_grad_(True)
-    compiled(xg, y, w, lab).sum().backward()
+    out = compiled(xg, y, w, lab)
+    assert out.dtype == torch.float32 and out.shape == eager.shape
+    np.testing.assert_allclose(out.detach().numpy(), eager.numpy(), rtol=1e-5, atol=1e-30)
+    out.sum().backward()
     xe = x.clone().requires_grad_(True)
     fn(xe, y, w, lab).sum().backward()
     np.testing.assert_allclose(xg.grad.numpy(), xe.grad.numpy(), rtol=1e-5, atol=1e-30)
