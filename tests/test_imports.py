@@ -21,8 +21,9 @@ LAYERS = [
     {"_executors"},
     {"losses", "_loss_checks", "_loss_reductions", "gradients", "normalization", "boxes",
      "box_coder", "_box_common", "anchors", "coco", "_coco_parse", "_coco_records",
-     "matcher", "_matching", "_match_iou"},
-    {"detection"},
+     "matcher", "_matching", "_match_iou", "focal_variants", "_variant_checks",
+     "_rcnn_sampling"},
+    {"detection", "rcnn", "_rcnn_targets"},
     {"cli", "_cli_stats", "_cli_memory", "_cli_report", "_cli_progress", "__init__"},
 ]
 
