@@ -9,6 +9,11 @@ region and tiny boxes). Anchors come from `focal_array.anchors.retinanet_anchors
 assignment from `focal_array.matcher.match_anchors` with its defaults (IoU >= 0.5
 positive, < 0.4 background, in between ignored, low-quality matches on, anchors mostly
 inside a crowd box ignored). There are no pixels: the sample has annotations only.
+
+`focal_variants.png`: each loss of the focal family (`focal_array.focal_variants`) as a
+function of the predicted probability p = σ(x), for a positive (y = 1), a negative
+(y = 0) and a soft IoU target (y = 0.6), computed by the library's own functions in
+float64 next to BCE and the focal loss.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+import focal_array as fa
 from focal_array import BACKGROUND, IGNORE, anchors, boxes, coco, matcher
 
 FIGURES = pathlib.Path(__file__).resolve().parent / "figures"
@@ -112,8 +118,46 @@ def anchor_matching(path: pathlib.Path) -> dict:
     return counts
 
 
+def _variant_curves(p: np.ndarray, y: float) -> dict[str, np.ndarray]:
+    """Each sigmoid loss of the family at probabilities ``p`` for the target ``y``."""
+    x = np.log(p) - np.log1p(-p)
+    t = np.full_like(x, y)
+    curves = {
+        "BCE": fa.binary_cross_entropy(x, t),
+        "focal (α=0.25, γ=2)": fa.sigmoid_focal_loss(x, t),
+        "QFL (β=2)": fa.quality_focal_loss(x, t),
+        "VFL (α=0.75, γ=2)": fa.varifocal_loss(x, t),
+        "Poly-1 (ε=1)": fa.poly1_focal_loss(x, t),
+    }
+    if y in (0.0, 1.0):
+        curves["FL* (γ=4, β=0)"] = fa.sigmoid_focal_loss_star(x, t)
+    return curves
+
+
+def focal_variants(path: pathlib.Path) -> None:
+    p = np.linspace(1e-3, 1 - 1e-3, 999)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=110, layout="constrained")
+    styles = ["-", "-", "--", "-.", ":", (0, (5, 1, 1, 1))]
+    for ax, (y, what) in zip(axes, ((1.0, "positive, y = 1"), (0.0, "negative, y = 0"),
+                                    (0.6, "soft IoU target, y = 0.6")), strict=True):
+        for (name, loss), ls in zip(_variant_curves(p, y).items(), styles, strict=False):
+            ax.plot(p, loss, ls=ls, lw=1.6, label=name)
+        if y not in (0.0, 1.0):
+            ax.axvline(y, color="#7f7f7f", lw=0.8, ls=(0, (2, 2)))
+        ax.set_title(what, fontsize=12)
+        ax.set_xlabel("predicted probability p = σ(x)", fontsize=11)
+        ax.set_ylim(0, 3)
+        ax.tick_params(labelsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss", fontsize=11)
+    axes[0].legend(fontsize=10, frameon=False)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    plt.close(fig)
+
+
 def main() -> None:
     FIGURES.mkdir(exist_ok=True)
+    focal_variants(FIGURES / "focal_variants.png")
     counts = anchor_matching(FIGURES / "anchor_matching.png")
     for image_id, c in counts.items():
         print(f"image {image_id}: {c}")

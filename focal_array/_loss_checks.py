@@ -137,3 +137,15 @@ def _not_unit_interval(a: Array, *, xp: Any) -> Any:
     if math.prod(a.shape) == 0:
         return xp.asarray(False)
     return ~((xp.min(a) >= 0) & (xp.max(a) <= 1))
+
+
+def _check_unit_targets(xp: Any, targets: Array, what: str) -> None:
+    """Floating or integer targets must lie in [0, 1] (checked where concrete); ``what``
+    names the expected values in the message. Boolean targets need no check."""
+    if xp.isdtype(targets.dtype, "bool"):
+        return
+    v.eager_check(
+        [targets],
+        lambda: _not_unit_interval(targets, xp=xp),
+        lambda: f"targets must be in [0, 1] ({what}); found values outside, or NaN",
+    )

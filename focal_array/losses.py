@@ -38,8 +38,8 @@ from ._loss_checks import (
     _check_logits,
     _check_normalizer,
     _check_options,
+    _check_unit_targets,
     _check_weights,
-    _not_unit_interval,
 )
 from ._loss_reductions import _evaluate_reduced
 from ._namespace import compute_dtype, device_of, namespace
@@ -77,13 +77,7 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
                                             reduction=reduction)
     _check_weights(xp, weights, tuple(logits.shape), "the loss (= logits)")
     _check_normalizer(xp, normalizer, reduction)
-    if not xp.isdtype(targets.dtype, "bool"):
-        v.eager_check(
-            [targets],
-            lambda: _not_unit_interval(targets, xp=xp),
-            lambda: "targets must be in [0, 1] (0/1 labels or soft targets); found values "
-            "outside, or NaN",
-        )
+    _check_unit_targets(xp, targets, "0/1 labels or soft targets")
     x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     return xp, x, alpha, gamma, label_smoothing
 

@@ -42,32 +42,42 @@ def sigmoid_focal(x, y, *, alpha=0.25, gamma=2.0, from_logits=True, label_smooth
     return at * m * bce, at * (dm * bce + m * dbce)
 
 
-def softmax_focal(x, labels, *, alpha=None, gamma=2.0, from_logits=True):
-    """Per-example softmax focal loss over the last axis and its gradient (float64).
-
-    Ignored (negative) labels give 0 loss and 0 gradient. ``alpha``: None, a scalar
-    (α for labels ≥ 1, 1 − α for 0) or a per-class vector.
-    """
+def softmax_rows(x, labels, alpha):
+    """(x float64, valid, t, one-hot of t, α_t) of labels over the last axis; ignored
+    (negative) labels are read as class 0 and flagged in ``valid``. ``alpha``: None, a
+    scalar (α for labels ≥ 1, 1 − α for 0) or a per-class vector."""
     x = np.asarray(x, dtype=np.float64)
     labels = np.asarray(labels)
-    c = x.shape[-1]
     valid = labels >= 0
     t = np.where(valid, labels, 0)
-    onehot = np.arange(c) == t[..., None]
+    onehot = np.arange(x.shape[-1]) == t[..., None]
     if alpha is None:
         at = np.ones(labels.shape)
     elif np.ndim(alpha) == 0:
         at = np.where(t >= 1, alpha, 1 - alpha)
     else:
         at = np.asarray(alpha, dtype=np.float64)[t]
+    return x, valid, t, onehot, at
+
+
+def softmax_margin(x, t, onehot):
+    """(q = 1 − p_t, p_t, probabilities, −log p_t) from logits, without cancellation."""
+    x_t = np.take_along_axis(x, t[..., None], -1)
+    rel = np.exp(x - x_t)  # e^{x_j - x_t}; |x| ≤ 100 keeps this finite
+    r = np.sum(np.where(onehot, 0.0, rel), -1)  # Σ_{j≠t}
+    return r / (1 + r), 1 / (1 + r), rel / (1 + r)[..., None], np.log1p(r)
+
+
+def softmax_focal(x, labels, *, alpha=None, gamma=2.0, from_logits=True):
+    """Per-example softmax focal loss over the last axis and its gradient (float64).
+
+    Ignored (negative) labels give 0 loss and 0 gradient. ``alpha``: None, a scalar
+    (α for labels ≥ 1, 1 − α for 0) or a per-class vector.
+    """
+    x, valid, t, onehot, at = softmax_rows(x, labels, alpha)
     if from_logits:
-        x_t = np.take_along_axis(x, t[..., None], -1)
-        rel = np.exp(x - x_t)  # e^{x_j - x_t}; |x| ≤ 100 keeps this finite
-        r = np.sum(np.where(onehot, 0.0, rel), -1)  # Σ_{j≠t}
-        log_pt = -np.log1p(r)
-        q = r / (1 + r)
-        probs = rel / (1 + r)[..., None]
-        pt = 1 / (1 + r)
+        q, pt, probs, nll = softmax_margin(x, t, onehot)
+        log_pt = -nll
         # ℓ = −α q^γ L;  dL/dx_j = δ_jt − p_j;  dq/dx_j = −p_t (δ_jt − p_j)
         with np.errstate(divide="ignore", invalid="ignore"):
             coef = np.where(gamma == 0, 0.0, gamma * q ** (gamma - 1) * pt * log_pt)

@@ -248,3 +248,30 @@ def test_group_budget_caps_the_rounds_and_ratios_pair_up():
     assert [len(r["times_ms"]) for r in rows] == [2, 2]
     assert 0.2 < rows[0]["ratios"]["peer"]["median"] < 1.0
     assert len(time_group(cases, 1, 3)[0]["times_ms"]) == 3  # no budget: every repeat
+
+
+@pytest.mark.parametrize("script,args,rows", [
+    ("benchmarks.focal_variants", ["--repeats", "1"],
+     {(b, loss, m) for b in ("jax", "torch")
+      for loss in ("qfl", "dfl", "vfl", "poly1", "softmax_poly1", "fl_star")
+      for m in ("fwd", "fwd+bwd")}),
+    ("benchmarks.rcnn_head", [], None),
+])
+def test_family_and_rcnn_benchmarks_run_quick(tmp_path, script, args, rows):
+    """The focal-family and R-CNN head scripts at their --quick sizes: every row measured
+    (ours and the peer's), with a ratio; nothing about speed is asserted."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, "-m", script, "--quick", *args, "--json",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    measured = [r for r in data["rows"] if r["status"] == "measured"]
+    assert measured and all(r["median_ms"] > 0 for r in measured)
+    ours = [r for r in measured if not r["peer"]]
+    assert ours and all(r["ratios"] for r in ours)
+    if rows is not None:
+        assert {(r["backend"], r["loss"], r["mode"]) for r in ours} == rows
+    else:
+        assert {r["mode"] for r in ours} == {"fwd", "fwd+bwd"}

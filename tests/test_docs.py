@@ -57,6 +57,20 @@ def test_getting_started_examples_run():
         exec(code, namespace)
 
 
+@pytest.mark.parametrize("page", ["rcnn.md", "focal-variants.md"])
+def test_guide_page_examples_run(page):
+    """The python blocks of a guide page run top to bottom in one namespace (the R-CNN
+    recipe: NumPy, a jitted JAX step, PyTorch autograd)."""
+    require("jax")
+    require("torch")
+    path = DOCS / page
+    blocks = python_blocks(path)
+    assert blocks, page
+    namespace: dict = {"__name__": f"docs_{path.stem}"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{path.name}[block {i}]", "exec"), namespace)
+
+
 def _table_row(text: str, anchor: str) -> list[str]:
     row = next(line for line in text.splitlines() if line.startswith(f"| {anchor} |"))
     return [cell.strip() for cell in row.strip("|").split("|")]

@@ -23,8 +23,13 @@ they run unchanged inside ``jax.jit``, ``vmap`` and ``torch.compile`` and on any
 from __future__ import annotations
 
 from .base import Formula
+from .distribution import DistributionFocal
+from .poly import SigmoidPoly1, SoftmaxPoly1
 from .sigmoid import SigmoidFocal, SigmoidFocalLabels, SigmoidFocalProbs
 from .softmax import SoftmaxFocal, SoftmaxFocalProbs, SoftmaxFocalSmoothed
+from .variants import QualityFocal, SigmoidFocalStar, Varifocal
 
-__all__ = ["Formula", "SigmoidFocal", "SigmoidFocalLabels", "SigmoidFocalProbs",
-           "SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed"]
+__all__ = ["DistributionFocal", "Formula", "QualityFocal", "SigmoidFocal",
+           "SigmoidFocalLabels", "SigmoidFocalProbs", "SigmoidFocalStar", "SigmoidPoly1",
+           "SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed", "SoftmaxPoly1",
+           "Varifocal"]

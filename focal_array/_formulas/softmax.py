@@ -45,7 +45,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .._namespace import constant, stop_gradient
 from .._stable import modulating, one_hot_mask, safe_log
@@ -102,32 +102,10 @@ class SoftmaxFocal(_SoftmaxFormula):
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
         gamma = self.gamma
-        zero, one = constant(xp, 0.0, x), constant(xp, 1.0, x)
-        neg_inf = constant(xp, -float("inf"), x)
-        mask = one_hot_mask(labels, x.shape[axis], axis=axis, xp=xp)
-        others = xp.where(mask, neg_inf, x)
-        # the loss is invariant to R; its derivative path would only add rounding noise
-        r_max = stop_gradient(xp, xp.max(others, axis=axis, keepdims=True))
-        r_max = xp.where(r_max == neg_inf, zero, r_max)  # no finite competitor: S = 0 below
-        e = xp.exp(others - r_max)  # e_t = 0
-        total = xp.sum(e, axis=axis, keepdims=True)
-        has = total != zero  # a NaN logit propagates
-        total = xp.where(has, total, one)
-        safe = xp.where(labels >= 0, labels, xp.zeros_like(labels))
-        x_t = xp.take_along_axis(x, xp.expand_dims(safe, axis=axis), axis=axis)
-        d, err_d = _two_sum(r_max, -x_t)
-        m, err_m = _two_sum(d, xp.log(total))
-        # an infinite margin (a −inf target logit, an overflowing difference) is exact
-        err = xp.where(xp.abs(m) < float("inf"), err_d + err_m, zero)
-        nonneg = m >= zero
-        small_e = xp.exp(-xp.where(nonneg, m, -m)) * (one - xp.where(nonneg, err, -err))
-        nll = xp.where(nonneg, m + err, zero) + xp.log1p(small_e)  # softplus(m + ε)
-        big = one / (one + small_e)
-        small = small_e * big
-        q = xp.where(has, xp.where(nonneg, big, small), zero)  # σ(m) = 1 − p_t
-        nll = xp.where(has, nll, zero)
-        mod = modulating(q, gamma, xp=xp)
-        loss = nll if mod is None else mod * nll
+        zero = constant(xp, 0.0, x)
+        mg = margin(x, labels, axis=axis, xp=xp)
+        mod = modulating(mg.q, gamma, xp=xp)
+        loss = mg.nll if mod is None else mod * mg.nll
         at = xp.expand_dims(_alpha_t(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
             else None
         if at is not None:
@@ -135,24 +113,85 @@ class SoftmaxFocal(_SoftmaxFormula):
         grad = None
         if with_grad:
             if mod is None:
-                f = q
+                f = mg.q
             else:
-                p_t = xp.where(nonneg, small, big)  # σ(−m)
                 # p_t L → 0 as p_t → 0: an infinite margin (a −inf target logit, or a
                 # margin past the dtype's largest number) gives 0 · inf here otherwise
-                p_l = xp.where(p_t > zero, p_t * nll, zero)
-                f = mod * (constant(xp, gamma, x) * p_l + q)
+                p_l = xp.where(mg.p_t > zero, mg.p_t * mg.nll, zero)
+                f = mod * (constant(xp, gamma, x) * p_l + mg.q)
             if at is not None:
                 f = at * f
-            # e_j's share carries the rounding of x_j − R as relative error (3.8e-6 at
-            # x_j − R ≈ −70): recovered exactly and applied to first order, as for the
-            # margin; x clamped to [R − 1024, R] (only the target can exceed R), where e_j
-            # is 0 below (−inf logits included) and no intermediate is infinite
-            low = xp.minimum(xp.maximum(x, r_max - constant(xp, 1024.0, x)), r_max)
-            _, err_e = _two_sum(low, -r_max)
-            f = xp.where(xp.expand_dims(labels >= 0, axis=axis), f, zero)
-            grad = xp.where(mask, -f, (e + e * err_e) * (f / total))
+            grad = margin_grad(x, labels, mg, f, axis=axis, xp=xp)
         return _ignored_zero(xp, xp.squeeze(loss, axis=axis), labels), grad
+
+
+class Margin(NamedTuple):
+    """The softmax margin's per-row quantities (see the module docstring), row-shaped with
+    the class axis kept (size 1), and the per-element shares."""
+
+    #: the labels' one-hot (boolean, the logits' shape)
+    mask: Array
+    #: R = max over the other classes (0 where there is no finite competitor)
+    r_max: Array
+    #: e^{x_j − R} for j ≠ t, 0 at the target
+    e: Array
+    #: S = Σ_{j≠t} e_j (1 where there is no competitor)
+    total: Array
+    #: −log p_t = softplus(m), 0 where there is no competitor
+    nll: Array
+    #: 1 − p_t = σ(m), 0 where there is no competitor
+    q: Array
+    #: p_t = σ(−m) (only meaningful where q is)
+    p_t: Array
+
+
+def margin(x: Array, labels: Array, *, axis: int, xp: Any) -> Margin:
+    """−log p_t, 1 − p_t and p_t of every row from its margin m, each to a few ulps, with
+    the rounding of R − x_t and of the sum recovered (two-sum) and applied to first order.
+    Shared by the softmax focal loss and the softmax Poly-1 loss."""
+    zero, one = constant(xp, 0.0, x), constant(xp, 1.0, x)
+    neg_inf = constant(xp, -float("inf"), x)
+    mask = one_hot_mask(labels, x.shape[axis], axis=axis, xp=xp)
+    others = xp.where(mask, neg_inf, x)
+    # the loss is invariant to R; its derivative path would only add rounding noise
+    r_max = stop_gradient(xp, xp.max(others, axis=axis, keepdims=True))
+    r_max = xp.where(r_max == neg_inf, zero, r_max)  # no finite competitor: S = 0 below
+    e = xp.exp(others - r_max)  # e_t = 0
+    total = xp.sum(e, axis=axis, keepdims=True)
+    has = total != zero  # a NaN logit propagates
+    total = xp.where(has, total, one)
+    safe = xp.where(labels >= 0, labels, xp.zeros_like(labels))
+    x_t = xp.take_along_axis(x, xp.expand_dims(safe, axis=axis), axis=axis)
+    d, err_d = _two_sum(r_max, -x_t)
+    m, err_m = _two_sum(d, xp.log(total))
+    # an infinite margin (a −inf target logit, an overflowing difference) is exact
+    err = xp.where(xp.abs(m) < float("inf"), err_d + err_m, zero)
+    nonneg = m >= zero
+    small_e = xp.exp(-xp.where(nonneg, m, -m)) * (one - xp.where(nonneg, err, -err))
+    nll = xp.where(nonneg, m + err, zero) + xp.log1p(small_e)  # softplus(m + ε)
+    big = one / (one + small_e)
+    small = small_e * big
+    q = xp.where(has, xp.where(nonneg, big, small), zero)  # σ(m) = 1 − p_t
+    nll = xp.where(has, nll, zero)
+    p_t = xp.where(nonneg, small, big)  # σ(−m)
+    return Margin(mask=mask, r_max=r_max, e=e, total=total, nll=nll, q=q, p_t=p_t)
+
+
+def margin_grad(x: Array, labels: Array, mg: Margin, f: Array, *, axis: int, xp: Any
+                ) -> Array:
+    """The derivative of a loss whose row factor is ``f`` (dℓ/dx_j = f · (−1 at t, e_j / S
+    elsewhere)); ignored rows get 0.
+
+    e_j's share carries the rounding of x_j − R as relative error (3.8e-6 at x_j − R ≈
+    −70): recovered exactly and applied to first order, as for the margin; x clamped to
+    [R − 1024, R] (only the target can exceed R), where e_j is 0 below (−inf logits
+    included) and no intermediate is infinite.
+    """
+    zero = constant(xp, 0.0, x)
+    low = xp.minimum(xp.maximum(x, mg.r_max - constant(xp, 1024.0, x)), mg.r_max)
+    _, err_e = _two_sum(low, -mg.r_max)
+    f = xp.where(xp.expand_dims(labels >= 0, axis=axis), f, zero)
+    return xp.where(mg.mask, -f, (mg.e + mg.e * err_e) * (f / mg.total))
 
 
 def _ignored_zero(xp: Any, loss: Array, labels: Array) -> Array:
