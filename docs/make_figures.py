@@ -14,6 +14,16 @@ inside a crowd box ignored). There are no pixels: the sample has annotations onl
 function of the predicted probability p = σ(x), for a positive (y = 1), a negative
 (y = 0) and a soft IoU target (y = 0.6), computed by the library's own functions in
 float64 next to BCE and the focal loss.
+
+`assigners.png`: the locations/anchors each assigner of `focal_array.assigners` makes
+positive on sample image 123 (three persons, at its own size), coloured by their gt:
+`fcos_assign` on one square anchor per location (strides 8…128, side = stride,
+`offset=0.0`, as in docs/assigners.md's example), `atss_assign` on RetinaNet's 9 anchors
+per location (`focal_array.anchors.retinanet_anchors`), and `task_aligned_assign` with
+YOLOv8's settings on points at the cell centres of strides 8/16/32. There is no network,
+so the task-aligned panel uses a deterministic synthetic prediction: the score of the gt's
+class is a Gaussian of the distance to the gt's centre (relative to its size), the
+predicted box is the nearest gt's box jittered by a seeded RNG.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 import focal_array as fa
-from focal_array import BACKGROUND, IGNORE, anchors, boxes, coco, matcher
+from focal_array import BACKGROUND, IGNORE, anchors, assigners, boxes, coco, matcher
 
 FIGURES = pathlib.Path(__file__).resolve().parent / "figures"
 GT_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
@@ -155,12 +165,178 @@ def focal_variants(path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+FCOS_STRIDES = (8, 16, 32, 64, 128)
+TAL_STRIDES = (8, 16, 32)
+LEVEL_MARKERS = {8: "o", 16: "s", 32: "^", 64: "D", 128: "p"}
+
+
+def _gt_boxes_panel(ax: plt.Axes, info: coco.ImageInfo, gt: np.ndarray, names: list[str],
+                    *, title: str) -> None:
+    """Axes at the image's size with the gt boxes and their labels."""
+    ax.set_xlim(0, info.width)
+    ax.set_ylim(info.height, 0)
+    ax.set_aspect("equal")
+    ax.set_facecolor("#f4f4f4")
+    for g, (b, name) in enumerate(zip(gt, names, strict=True)):
+        color = GT_COLORS[g % len(GT_COLORS)]
+        ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=2.4, ec=color,
+                               zorder=3))
+        ax.text(b[0], b[1] - 5, f"gt {g}: {name}", color=color, fontsize=10,
+                fontweight="bold", va="bottom", zorder=6,
+                bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+    ax.set_title(title, fontsize=11)
+    ax.tick_params(labelsize=10)
+
+
+def _level_of(index: np.ndarray, per_level: list[int], strides: tuple[int, ...]) -> np.ndarray:
+    """The stride of the pyramid level of each flat anchor index."""
+    return np.asarray(strides)[np.searchsorted(np.cumsum(per_level), index, side="right")]
+
+
+def _synthetic_prediction(points: np.ndarray, gt: np.ndarray, labels: np.ndarray,
+                          num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic stand-in for a detection head's output at ``points``.
+
+    Score of class c: the largest over the gts of class c of exp(-d²/2), d the distance
+    from the point to the gt's centre in units of a quarter of the gt's width/height.
+    Predicted box: the box of the gt nearest by that d, its sides moved by N(0, (8 % of
+    the gt's width/height)²) from a seeded RNG.
+    """
+    centre = (gt[:, :2] + gt[:, 2:]) / 2
+    wh = gt[:, 2:] - gt[:, :2]
+    d = np.hypot(*np.moveaxis((points[:, None] - centre[None]) / (wh[None] / 4), -1, 0))
+    near = np.exp(-0.5 * d**2)                                           # (A, G)
+    scores = np.zeros((points.shape[0], num_classes))
+    for c in range(num_classes):
+        if np.any(labels == c):
+            scores[:, c] = near[:, labels == c].max(axis=1)
+    rng = np.random.default_rng(0)
+    nearest = np.argmin(d, axis=1)
+    jitter = rng.normal(0.0, 0.08, (points.shape[0], 4)) * np.tile(wh[nearest], 2)
+    return scores, gt[nearest] + jitter
+
+
+def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
+    """Positives of FCOS, ATSS and task-aligned on sample image 123; per gt counts."""
+    ds = coco.load_sample()
+    info, ann = ds.image(123), ds.annotations(123)
+    size = (info.height, info.width)
+    gt = np.asarray(ann.boxes, dtype=np.float64)
+    labels = np.asarray(ann.labels)
+    names = [ds.class_names[int(c)] for c in labels]
+    counts: dict[str, list[int]] = {}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), dpi=110, layout="constrained")
+
+    # FCOS: one square anchor per location, side = stride, centred on the cell's corner
+    one = {"sizes": FCOS_STRIDES, "scales": (1,), "aspect_ratios": (1,)}
+    fcos_anc = anchors.retinanet_anchors(size, strides=FCOS_STRIDES, offset=0.0,
+                                         dtype=np.float64, **one)
+    fcos_levels = [g.num_anchors for g in anchors.anchors_per_level(
+        size, strides=FCOS_STRIDES, **one)]
+    m = np.asarray(assigners.fcos_assign(fcos_anc, gt, num_anchors_per_level=fcos_levels))
+    counts["FCOS"] = [int(np.sum(m == g)) for g in range(len(gt))]
+    ax = axes[0]
+    _gt_boxes_panel(ax, info, gt, names, title=(
+        f"FCOS: {len(fcos_anc):,} locations, strides 8…128\n"
+        f"positives per gt: {counts['FCOS']} (radius 1.5 × stride)"))
+    pts = (fcos_anc[:, :2] + fcos_anc[:, 2:]) / 2
+    level = _level_of(np.arange(len(fcos_anc)), fcos_levels, FCOS_STRIDES)
+    for g in range(len(gt)):
+        for stride in FCOS_STRIDES:
+            sel = (m == g) & (level == stride)
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=22, marker=LEVEL_MARKERS[stride],
+                       color=GT_COLORS[g], ec="black", lw=0.4, zorder=5)
+    used = sorted({int(s) for s in level[m >= 0]})
+
+    # ATSS: RetinaNet's 9 anchors per location, positives drawn as boxes and centres
+    retina = anchors.retinanet_anchors(size, dtype=np.float64)
+    retina_levels = [g.num_anchors for g in anchors.anchors_per_level(size)]
+    m = np.asarray(assigners.atss_assign(retina, gt, num_anchors_per_level=retina_levels))
+    counts["ATSS"] = [int(np.sum(m == g)) for g in range(len(gt))]
+    ax = axes[1]
+    _gt_boxes_panel(ax, info, gt, names, title=(
+        f"ATSS: {len(retina):,} RetinaNet anchors (9 per location)\n"
+        f"positives per gt: {counts['ATSS']} (top 9 per level, IoU ≥ mean + std)"))
+    positive = np.flatnonzero(m >= 0)
+    atss_level = _level_of(positive, retina_levels, FCOS_STRIDES)
+    for i in positive:
+        a = retina[i]
+        ax.add_patch(Rectangle(a[:2], a[2] - a[0], a[3] - a[1], fill=False, lw=0.9,
+                               ls=(0, (4, 2)), ec=GT_COLORS[int(m[i])], alpha=0.8, zorder=2))
+    # the positives share few locations: one marker per location, the counts under the gt
+    centres = (retina[positive, :2] + retina[positive, 2:]) / 2
+    for x, y, stride, g in np.unique(np.column_stack([centres, atss_level, m[positive]]),
+                                     axis=0):
+        ax.scatter([x], [y], s=40, marker=LEVEL_MARKERS[int(stride)],
+                   color=GT_COLORS[int(g)], ec="black", lw=0.6, zorder=5)
+    for g, b in enumerate(gt):
+        per = [f"{int(np.sum(atss_level[m[positive] == g] == st))} at stride {st}"
+               for st in FCOS_STRIDES if np.any(atss_level[m[positive] == g] == st)]
+        ax.text((b[0] + b[2]) / 2, max(b[3], retina[positive[m[positive] == g], 3].max()) + 6,
+                "\n".join(per), color=GT_COLORS[g], fontsize=10, fontweight="bold",
+                ha="center", va="top", zorder=6,
+                bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+    atss_levels = sorted({int(s) for s in atss_level})
+
+    # task-aligned: YOLO-style points at the cells' centres, synthetic predictions
+    grids = [np.stack(np.meshgrid((np.arange(-(-info.width // s)) + 0.5) * s,
+                                  (np.arange(-(-info.height // s)) + 0.5) * s), -1)
+             .reshape(-1, 2) for s in TAL_STRIDES]
+    points = np.concatenate(grids)
+    scores, pred = _synthetic_prediction(points, gt, labels, len(ds.class_names))
+    out = assigners.task_aligned_assign(scores[None], pred[None], points, labels[None],
+                                        gt[None], topk=10, alpha=0.5, beta=6.0, iou="ciou",
+                                        contested="all", topk_from="anchors")
+    m = np.asarray(out["matched"])[0]
+    target = np.asarray(out["target_scores"])[0].max(axis=1)
+    counts["task-aligned"] = [int(np.sum(m == g)) for g in range(len(gt))]
+    ax = axes[2]
+    _gt_boxes_panel(ax, info, gt, names, title=(
+        f"task-aligned (YOLOv8: top 10, α = 0.5, β = 6, CIoU): {len(points):,} points\n"
+        f"positives per gt: {counts['task-aligned']} (synthetic predictions)"))
+    tal_level = _level_of(np.arange(len(points)), [len(p) for p in grids], TAL_STRIDES)
+    inside = np.any((points[:, None, 0] > gt[None, :, 0]) & (points[:, None, 0] < gt[None, :, 2])
+                    & (points[:, None, 1] > gt[None, :, 1])
+                    & (points[:, None, 1] < gt[None, :, 3]), axis=1)
+    ax.plot(points[inside & (m < 0), 0], points[inside & (m < 0), 1], ".", ms=2.5,
+            color="#b0b0b0", zorder=4)
+    for g in range(len(gt)):
+        for stride in TAL_STRIDES:
+            sel = (m == g) & (tal_level == stride)
+            ax.scatter(points[sel, 0], points[sel, 1], s=12 + 60 * target[sel] / target.max(),
+                       marker=LEVEL_MARKERS[stride], color=GT_COLORS[g], ec="black",
+                       lw=0.4, zorder=5)
+    tal_used = sorted({int(s) for s in tal_level[m >= 0]})
+
+    handles = [Line2D([], [], color=GT_COLORS[g], lw=2.4, label=f"gt {g} box; its positives")
+               for g in range(len(gt))]
+    handles += [Line2D([], [], color="#555555", ls="", marker=LEVEL_MARKERS[s], ms=6,
+                       label=f"location, stride {s}") for s in sorted(set(used + tal_used))]
+    handles += [
+        Line2D([], [], color="#555555", lw=0.9, ls=(0, (4, 2)),
+               label="ATSS positive anchor box (counts under each gt)"),
+        Line2D([], [], color="#b0b0b0", ls="", marker=".", ms=5,
+               label="task-aligned: point inside a gt, not selected"),
+        Line2D([], [], color="#555555", ls="", marker="o", ms=9, mfc="none",
+               label="task-aligned: marker area ∝ target score"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=10,
+               frameon=False)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    plt.close(fig)
+    counts.update({f"{k} strides": v for k, v in
+                   (("FCOS", used), ("ATSS", atss_levels), ("task-aligned", tal_used))})
+    return counts
+
+
 def main() -> None:
     FIGURES.mkdir(exist_ok=True)
     focal_variants(FIGURES / "focal_variants.png")
     counts = anchor_matching(FIGURES / "anchor_matching.png")
     for image_id, c in counts.items():
         print(f"image {image_id}: {c}")
+    for name, c in assigners_figure(FIGURES / "assigners.png").items():
+        print(f"assigners, {name}: {c}")
 
 
 if __name__ == "__main__":
