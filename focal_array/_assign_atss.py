@@ -34,7 +34,15 @@ from ._matching import (
     _run,
     _select,
 )
-from ._namespace import constant, device_of, is_numpy, is_strict, namespace, stop_gradient
+from ._namespace import (
+    constant,
+    device_of,
+    is_jax,
+    is_numpy,
+    is_strict,
+    namespace,
+    stop_gradient,
+)
 from ._namespace import pinned as _pinned
 
 __all__ = ["INSIDE_EPS", "atss_assign"]
@@ -101,6 +109,35 @@ def _atss_kernel(anchors: Any, gts: Any, valid: Any, *, levels: tuple[int, ...],
     return _atss_body(anchors, gts, valid, levels=levels, topk=topk, xp=xp)
 
 
+def _nearest_k(d: Any, k: int, xp: Any) -> Any:
+    """Indices of the ``k`` smallest entries along the last axis, ties to the lowest index:
+    a stable argsort's first ``k``. On JAX ``lax.top_k`` of ``−d`` (equal values come lower
+    index first, by its contract): XLA:CPU sorts each gt's whole row otherwise, ~80x
+    slower at RetinaNet's P3 (8 × 50 × 150,300 distances: 15 s against 0.18 s).
+    ``torch.topk`` leaves the order of ties unspecified, so PyTorch keeps the sort."""
+    if is_jax(xp):
+        import jax
+
+        return jax.lax.top_k(-d, k)[1]
+    return xp.argsort(d, axis=-1, stable=True)[..., :k]
+
+
+def _chosen(d: Any, order: Any, xp: Any) -> Any:
+    """The mask of the anchors in ``order`` (the ``k`` nearest, stable), without a scatter.
+
+    Eager backends: ``(d, index) <= (d, index)`` of the k-th. JAX: ``index ∈ order`` as a
+    fused any-reduction, the same set; XLA:CPU runs any gather from (or second use of) a
+    ``top_k`` operand as a full sort, 1.3 s against 40 ms on RetinaNet's P3 per image.
+    """
+    k = order.shape[-1]
+    index = xp.arange(d.shape[-1], dtype=order.dtype, device=device_of(order))
+    if is_jax(xp):
+        return xp.any(order[..., :, None] == index, axis=-2)
+    last = order[..., k - 1:k]
+    d_last = xp.take_along_axis(d, last, axis=-1)
+    return (d < d_last) | ((d == d_last) & (index <= last))
+
+
 def _atss_body(anchors: Any, gts: Any, valid: Any, *, levels: tuple[int, ...], topk: int,
                xp: Any) -> Any:
     anchors, gts = stop_gradient(xp, anchors), stop_gradient(xp, gts)
@@ -133,13 +170,9 @@ def _atss_body(anchors: Any, gts: Any, valid: Any, *, levels: tuple[int, ...], t
         if k == 0:
             continue
         d = dist[..., start:start + size]
-        order = xp.argsort(d, axis=-1, stable=True)[..., :k]
+        order = _nearest_k(d, k, xp)
         cand_iou.append(xp.take_along_axis(iou[..., start:start + size], order, axis=-1))
-        # an anchor is a candidate iff (d, index) <= (d, index) of the k-th: no scatter
-        last = order[..., k - 1:k]
-        d_last = xp.take_along_axis(d, last, axis=-1)
-        index = xp.arange(size, dtype=last.dtype, device=device_of(last))
-        cand_mask.append((d < d_last) | ((d == d_last) & (index <= last)))
+        cand_mask.append(_chosen(d, order, xp))
         start += size
     threshold = _threshold(xp.concat(cand_iou, axis=-1), xp)  # lines 207-210
     candidate = xp.concat(cand_mask, axis=-1) if len(cand_mask) > 1 else cand_mask[0]

@@ -275,3 +275,23 @@ def test_family_and_rcnn_benchmarks_run_quick(tmp_path, script, args, rows):
         assert {(r["backend"], r["loss"], r["mode"]) for r in ours} == rows
     else:
         assert {r["mode"] for r in ours} == {"fwd", "fwd+bwd"}
+
+
+def test_assigner_benchmark_runs_quick_and_agrees_with_its_references(tmp_path):
+    """benchmarks.assigners at --quick sizes: every row measured, and each assigner gives
+    its reference implementation's gt index for every anchor (FCOS: torchvision's loop,
+    ATSS: mmdetection's, task-aligned: ultralytics' with YOLOv8's options)."""
+    out = tmp_path / "assigners.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.assigners", "--quick", "--json",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    assert {g["workload"] for g in data["groups"]} == {"fcos", "atss", "tal"}
+    for group in data["groups"]:
+        rows = group["rows"]
+        assert all(r["status"] == "measured" and r["median_ms"] > 0 for r in rows)
+        ours = [r for r in rows if not r["peer"]]
+        assert ours and all(r["agreement"]["same_index"] == 1.0 for r in ours), group
+        assert all(r["agreement"]["positives"] > 0 for r in ours), group
