@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._assign_fcos import check_levels
-from ._box_common import _batch_shape, _coords, finite_boxes
+from ._box_common import _batch_shape, _coords, finite_boxes, quiet
 from ._match_iou import _gt_major_quality, _scaled
 from ._matching import (
     BACKGROUND,
@@ -38,8 +38,6 @@ from ._namespace import (
     constant,
     device_of,
     is_jax,
-    is_numpy,
-    is_strict,
     namespace,
     stop_gradient,
 )
@@ -101,12 +99,8 @@ def _centres(boxes: Any, xp: Any) -> tuple[Any, Any]:
 
 def _atss_kernel(anchors: Any, gts: Any, valid: Any, *, levels: tuple[int, ...], topk: int,
                  xp: Any) -> Any:
-    if is_numpy(xp) or is_strict(xp):
-        import numpy
-
-        with numpy.errstate(over="ignore", invalid="ignore"):
-            return _atss_body(anchors, gts, valid, levels=levels, topk=topk, xp=xp)
-    return _atss_body(anchors, gts, valid, levels=levels, topk=topk, xp=xp)
+    with quiet(xp):  # NumPy: an area or distance may overflow to inf, as handled
+        return _atss_body(anchors, gts, valid, levels=levels, topk=topk, xp=xp)
 
 
 def _nearest_k(d: Any, k: int, xp: Any) -> Any:

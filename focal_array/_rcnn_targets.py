@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _validate as v
-from ._box_common import _coords
+from ._box_common import _coords, quiet
 from ._match_iou import _gt_major_quality, _scaled
 from ._matching import (
     BACKGROUND,
@@ -27,8 +27,6 @@ from ._namespace import (
     constant,
     device_of,
     is_jax,
-    is_numpy,
-    is_strict,
 )
 from .box_coder import _encode_deltas
 from .boxes import _batch_shape
@@ -119,15 +117,10 @@ def _match_kernel(anchors: Any, gts: Any, gt_labels: Any, valid: Any, proposal_v
     """``_assign_impl`` without low-quality matches or crowds: the matcher's own gt-major
     IoU (the same floats, so the same matches), its maximum and first maximum over the gts,
     the labels and the encoded box targets of the positives."""
-    if is_numpy(xp) or is_strict(xp):
-        import numpy
-
-        # an anchor's area may overflow to inf (IoU 0, as in match_anchors): no warning
-        with numpy.errstate(over="ignore"):
-            return _match_body(anchors, gts, gt_labels, valid, proposal_valid, high=high,
-                               low=low, weights=weights, xp=xp)
-    return _match_body(anchors, gts, gt_labels, valid, proposal_valid, high=high, low=low,
-                       weights=weights, xp=xp)
+    # an anchor's area may overflow to inf (IoU 0, as in match_anchors): no NumPy warning
+    with quiet(xp):
+        return _match_body(anchors, gts, gt_labels, valid, proposal_valid, high=high,
+                           low=low, weights=weights, xp=xp)
 
 
 def _match_body(anchors: Any, gts: Any, gt_labels: Any, valid: Any, proposal_valid: Any, *,

@@ -68,6 +68,15 @@ __all__ = ["SigmoidPoly1", "SoftmaxPoly1"]
 
 Array = Any
 
+def _poly_loss(nll: Array, q: Array, at: Array | None, mod: Array | None, eps: Array
+               ) -> tuple[Array, Array]:
+    """(α_t L, q^γ (α_t L + ε q)): the Poly-1 value from −log p_t = L, q = 1 − p_t, α_t
+    (None: 1) and q^γ (None: γ = 0), shared by the sigmoid and softmax forms."""
+    a_l = nll if at is None else at * nll
+    inner = a_l + eps * q
+    return a_l, inner if mod is None else mod * inner
+
+
 @dataclass(frozen=True)
 class SigmoidPoly1(Formula):
     """α_t (1 − p_t)^γ BCE + ε (1 − p_t)^(γ+1), sigmoid; ``hard``: 0/1 targets."""
@@ -97,9 +106,7 @@ class SigmoidPoly1(Formula):
         z, sign, at = _zero_one(xp, y, x, self.alpha)
         q, r, bce = sigmoid_softplus(z, xp=xp)
         mod = modulating(q, gamma, xp=xp)
-        a_l = bce if at is None else at * bce
-        inner = a_l + eps * q
-        loss = inner if mod is None else mod * inner
+        _, loss = _poly_loss(bce, q, at, mod, eps)
         if not with_grad:
             return loss, None
         k = q if not gamma else constant(xp, gamma, x) * r * bce + q
@@ -116,9 +123,7 @@ class SigmoidPoly1(Formula):
         at = None if self.alpha is None else \
             constant(xp, self.alpha, x) * y + constant(xp, 1.0 - self.alpha, x) * neg
         mod = modulating(q, gamma, xp=xp)
-        a_l = bce if at is None else at * bce
-        inner = a_l + eps * q
-        loss = inner if mod is None else mod * inner
+        a_l, loss = _poly_loss(bce, q, at, mod, eps)
         if not with_grad:
             return loss, None
         w = (one - constant(xp, 2.0, x) * y) * (p * s)  # q'
@@ -159,10 +164,8 @@ class SoftmaxPoly1(_SoftmaxFormula):
         mod = modulating(q, gamma, xp=xp)
         at = xp.expand_dims(_alpha_t(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
             else None
-        a_l = nll if at is None else at * nll
         eps = constant(xp, self.epsilon, x)
-        inner = a_l + eps * q
-        loss = inner if mod is None else mod * inner
+        _, loss = _poly_loss(nll, q, at, mod, eps)
         grad = None
         if with_grad:
             # dℓ/dx_j = q^γ [α_t (γ p_t L + q) + ε (γ + 1) q p_t] · (−1 at t, e_j / S else)
