@@ -22,7 +22,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from ._box_common import _coords
+from ._match_targets import targets_from_matched
 from ._matching import BACKGROUND as _BACKGROUND
 from ._matching import IGNORE as _IGNORE
 from ._matching import (
@@ -31,7 +31,6 @@ from ._matching import (
     _check_mask,
     _check_options,
     _check_tie_rule,
-    _int_constant,
     _match_anchors_impl,
     _match_core,
     _prepare_match_inputs,
@@ -46,7 +45,7 @@ from ._validate import (
     eager_check,
     first_true_index,
 )
-from .box_coder import _check_weights, _encode_deltas
+from .box_coder import _check_weights
 
 __all__ = [
     "BACKGROUND",
@@ -359,42 +358,8 @@ def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any,
     matched = _match_anchors_impl(anchors, gts, valid, crowd, high=high, low=low,
                                   allow_low_quality=allow_low_quality, crowd_ioa=crowd_ioa,
                                   tol=tol, rule=rule, xp=xp)
-    label_dtype = gt_labels.dtype
-    if xp.isdtype(label_dtype, "unsigned integer"):
-        label_dtype = matched.dtype
-    batch, n_anchors, n_gts = matched.shape[:-1], matched.shape[-1], gts.shape[-2]
-    zero_f = constant(xp, 0.0, anchors)
-    if n_gts == 0:
-        targets = xp.zeros((*batch, n_anchors, 4), dtype=anchors.dtype,
-                           device=device_of(anchors))
-        return xp.astype(matched, label_dtype), targets, matched
-
-    positive = matched >= _int_constant(xp, 0, matched)
-    index = xp.where(positive, matched, _int_constant(xp, 0, matched))
-    # gather per image along the gt axis (no flattening across images, so a batch sharded
-    # over devices stays sharded)
-    boxes_b = xp.broadcast_to(gts, (*batch, n_gts, 4))
-    labels_b = xp.broadcast_to(gt_labels, (*batch, n_gts))
-    box_index = xp.broadcast_to(index[..., None], (*batch, n_anchors, 4))
-    matched_boxes = xp.take_along_axis(boxes_b, box_index, axis=-2)
-    matched_labels = xp.take_along_axis(labels_b, index, axis=-1)
-    labels = xp.where(positive, xp.astype(matched_labels, label_dtype),
-                      xp.astype(matched, label_dtype))
-
-    # encode only well-posed pairs; others get unit boxes (deltas exactly 0), so no
-    # division by zero or log(0) happens even for degenerate non-positive anchors
-    anchors_b = xp.broadcast_to(anchors, (*batch, n_anchors, 4))
-    ax1, ay1, ax2, ay2 = _coords(anchors_b)
-    gx1, gy1, gx2, gy2 = _coords(matched_boxes)
-    usable = positive & (ax2 > ax1) & (ay2 > ay1) & (gx2 > gx1) & (gy2 > gy1)
-    unit = xp.asarray([0.0, 0.0, 1.0, 1.0], dtype=anchors.dtype, device=device_of(anchors))
-    # saturated: a positive pair's exact delta beyond the dtype's range (a box ~1e38
-    # times its anchor) is +-max, never inf
-    deltas = _encode_deltas(xp.where(usable[..., None], anchors_b, unit),
-                            xp.where(usable[..., None], matched_boxes, unit),
-                            weights, xp, saturate=True)
-    targets = xp.where(positive[..., None], deltas, zero_f)
-    return labels, targets, matched
+    t = targets_from_matched(anchors, gts, gt_labels, matched, weights=weights, xp=xp)
+    return t.labels, t.deltas, matched
 
 
 def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.0,
