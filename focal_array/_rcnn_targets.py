@@ -12,6 +12,7 @@ from typing import Any
 
 from . import _validate as v
 from ._box_common import _coords, quiet
+from ._detection_boxes import box_loss_per_anchor
 from ._match_iou import _gt_major_quality, _scaled
 from ._matching import (
     BACKGROUND,
@@ -30,7 +31,6 @@ from ._namespace import (
 )
 from .box_coder import _encode_deltas
 from .boxes import _batch_shape
-from .detection import _box_loss
 from .losses import softmax_cross_entropy, softmax_focal_loss
 from .matcher import _check_labels
 
@@ -234,8 +234,8 @@ def _head_losses(class_logits: Array, box_deltas: Array, labels: Array, sampled:
         cls_sum = softmax_focal_loss(x, in_loss, alpha=alpha, gamma=gamma, reduction="sum")
     else:
         cls_sum = softmax_cross_entropy(x, in_loss, alpha=alpha, reduction="sum")
-    per_box = _box_loss("smooth_l1", deltas, targets, None, beta=beta,
-                        weights=(1.0, 1.0, 1.0, 1.0), xp=xp)
+    per_box = box_loss_per_anchor("smooth_l1", "deltas", deltas, targets, None, beta=beta,
+                                  weights=(1.0, 1.0, 1.0, 1.0), xp=xp)
     box_sum = xp.sum(xp.where(fg_s, per_box, constant(xp, 0.0, per_box)))
 
     num_sampled = xp.sum(xp.astype(sampled, dtype))
