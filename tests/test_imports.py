@@ -22,8 +22,9 @@ LAYERS = [
     {"losses", "_loss_checks", "_loss_reductions", "gradients", "normalization", "boxes",
      "box_coder", "_box_common", "anchors", "coco", "_coco_parse", "_coco_records",
      "matcher", "_matching", "_match_iou", "focal_variants", "_variant_checks",
-     "_rcnn_sampling", "assigners", "_assign_fcos", "_assign_atss", "_assign_tal"},
-    {"detection", "rcnn", "_rcnn_targets"},
+     "_rcnn_sampling", "assigners", "_assign_fcos", "_assign_atss", "_assign_tal",
+     "_match_targets", "_detection_boxes"},
+    {"detection", "_detection_assign", "_detection_checks", "rcnn", "_rcnn_targets"},
     {"cli", "_cli_stats", "_cli_memory", "_cli_report", "_cli_progress", "__init__"},
 ]
 
