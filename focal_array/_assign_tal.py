@@ -106,10 +106,6 @@ def _kth_largest(key: Any, k: int, xp: Any) -> Any:
         import torch
 
         return torch.topk(key, k, dim=-1).values[..., k - 1:k]
-    if is_jax(xp):
-        import jax
-
-        return jax.lax.top_k(key, k)[0][..., k - 1:k]
     if is_numpy(xp):
         import numpy
 
@@ -120,7 +116,18 @@ def _kth_largest(key: Any, k: int, xp: Any) -> Any:
 
 def _top_k_mask(key: Any, k: int, xp: Any) -> Any:
     """Boolean mask of the ``k`` largest entries along the last axis, ties to the lowest
-    index: every entry above the k-th value, then the first tied ones up to ``k``."""
+    index: every entry above the k-th value, then the first tied ones up to ``k``.
+
+    JAX: ``lax.top_k``'s indices (equal values come lower index first, by its contract)
+    as a fused any-reduction. Taking the k-th value from its output instead makes
+    XLA:CPU sort every row (2.1 s against 21 ms for 8 × 50 × 21,950 alignments), as for
+    ATSS's nearest anchors."""
+    if is_jax(xp):
+        import jax
+
+        order = jax.lax.top_k(key, k)[1]
+        index = xp.arange(key.shape[-1], dtype=order.dtype, device=device_of(order))
+        return xp.any(order[..., :, None] == index, axis=-2)
     kth = _kth_largest(key, k, xp)
     above = key > kth
     tied = key == kth
