@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ._box_common import _coords
 from ._detection_boxes import decode_boxes
-from ._match_targets import encode_ltrb, targets_from_matched
+from ._match_targets import _centre_and_size, encode_ltrb, targets_from_matched
 from ._matching import _check_mask
 from ._namespace import constant, stop_gradient
 from ._stable import exp_pair
 from ._validate import check_integer, check_same_shape
 from .assigners import atss_assign, fcos_assign, task_aligned_assign
-from .matcher import _check_labels, assign_targets
+from .matcher import _check_labels, match_anchors
 
 __all__ = ["ASSIGNERS", "DetectionTargets", "assign", "check_assigner_options"]
 
@@ -79,14 +78,6 @@ def _check_gt_labels(xp: Any, gt_labels: Any, gt_boxes: Any, gt_valid: Any,
     _check_labels(xp, gt_labels, valid, num_classes)
 
 
-def _encoded(coding: str, anchors_b: Any, boxes: Any, deltas: Any, positive: Any,
-             xp: Any) -> Any:
-    if coding == "deltas":
-        return deltas
-    return xp.where(positive[..., None], encode_ltrb(anchors_b, boxes, xp=xp),
-                    constant(xp, 0.0, boxes))
-
-
 def assign(assigner: str, *, anchors: Any, gt_boxes: Any, gt_labels: Any, gt_valid: Any,
            gt_crowd: Any, logits: Any, box_codes: Any, coding: str,
            coder_weights: tuple[float, ...], num_classes: int, options: dict[str, Any],
@@ -105,34 +96,28 @@ def assign(assigner: str, *, anchors: Any, gt_boxes: Any, gt_labels: Any, gt_val
                          "crowd gts out through gt_valid")
     soft = None
     if assigner == "max_iou":
-        labels, deltas, matched = assign_targets(
-            anchors, gt_boxes, gt_labels, gt_valid=gt_valid, gt_crowd=gt_crowd,
-            weights=coder_weights, num_classes=num_classes, **match_options)
-        t = targets_from_matched(anchors, gts, gt_labels, matched, weights=None, xp=xp)
-        boxes, positive = t.boxes, t.positive
+        matched = match_anchors(anchors, gt_boxes, gt_valid=gt_valid, gt_crowd=gt_crowd,
+                                **match_options)
     elif assigner in ("fcos", "atss"):
         run = fcos_assign if assigner == "fcos" else atss_assign
         matched = run(anchors, gt_boxes, num_anchors_per_level=levels, gt_valid=gt_valid,
                       **options)
-        _check_gt_labels(xp, gt_labels, gt_boxes, gt_valid, num_classes)
-        t = targets_from_matched(anchors, gts, gt_labels, matched, weights=weights, xp=xp)
-        labels, deltas, boxes, positive = t.labels, t.deltas, t.boxes, t.positive
     else:
         if anchors.ndim != 2:
             raise ValueError("assigner='task_aligned' takes shared (A, 4) anchors (one anchor "
                              f"point per location), got shape {tuple(anchors.shape)}")
-        x1, y1, x2, y2 = _coords(anchors)
-        half = constant(xp, 0.5, anchors)
-        points = xp.stack((half * x1 + half * x2, half * y1 + half * y2), axis=-1)
+        cx, cy, _, _ = _centre_and_size(anchors, xp)
         codes = stop_gradient(xp, box_codes)
         pred = decode_boxes(coding, anchors_b, codes, weights=coder_weights, xp=xp)
         ep, en = exp_pair(stop_gradient(xp, logits), xp=xp)
         scores = ep / (ep + en)  # the sigmoid, without overflow at either end
-        out = task_aligned_assign(scores, pred, points, gt_labels, gts, gt_valid=gt_valid,
-                                  **options)
+        out = task_aligned_assign(scores, pred, xp.stack((cx, cy), axis=-1), gt_labels, gts,
+                                  gt_valid=gt_valid, **options)
         matched, soft = out["matched"], out["target_scores"]
-        t = targets_from_matched(anchors, gts, gt_labels, matched, weights=weights, xp=xp)
-        labels, deltas, boxes, positive = t.labels, t.deltas, t.boxes, t.positive
-    return DetectionTargets(labels, matched, positive,
-                            _encoded(coding, anchors_b, boxes, deltas, positive, xp), boxes,
-                            soft)
+    if assigner != "task_aligned":  # task_aligned_assign checks the labels itself
+        _check_gt_labels(xp, gt_labels, gt_boxes, gt_valid, num_classes)
+    t = targets_from_matched(anchors, gts, gt_labels, matched, weights=weights, xp=xp)
+    box_targets = t.deltas if coding == "deltas" else xp.where(
+        t.positive[..., None], encode_ltrb(anchors_b, t.boxes, xp=xp),
+        constant(xp, 0.0, t.boxes))
+    return DetectionTargets(t.labels, matched, t.positive, box_targets, t.boxes, soft)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._box_common import _safe_divide
 from ._match_targets import decode_ltrb
 from ._namespace import constant, stop_gradient
 from .box_coder import decode
@@ -59,17 +60,10 @@ def _inter_union(a: Any, b: Any, xp: Any) -> tuple[Any, Any]:
     return inter, area_a + area_b - inter
 
 
-def _safe_ratio(num: Any, den: Any, xp: Any) -> Any:
-    # double where: the unused branch never divides by zero, so gradients stay finite
-    zero, one = constant(xp, 0.0, den), constant(xp, 1.0, den)
-    ok = den > zero
-    return xp.where(ok, num / xp.where(ok, den, one), zero)
-
-
 def paired_iou(a: Any, b: Any, *, xp: Any) -> Any:
     """IoU of corresponding boxes ``(…, 4) × (…, 4) → (…)``; 0 for an empty union."""
     inter, union = _inter_union(a, b, xp)
-    return _safe_ratio(inter, union, xp)
+    return _safe_divide(inter, union, xp)
 
 
 def _paired_giou(a: Any, b: Any, *, xp: Any) -> Any:
@@ -78,7 +72,7 @@ def _paired_giou(a: Any, b: Any, *, xp: Any) -> Any:
     cw = xp.maximum(a[..., 2], b[..., 2]) - xp.minimum(a[..., 0], b[..., 0])
     ch = xp.maximum(a[..., 3], b[..., 3]) - xp.minimum(a[..., 1], b[..., 1])
     hull = cw * ch
-    return _safe_ratio(inter, union, xp) - _safe_ratio(hull - union, hull, xp)
+    return _safe_divide(inter, union, xp) - _safe_divide(hull - union, hull, xp)
 
 
 def _paired_ciou(pred: Any, gt: Any, *, xp: Any) -> Any:
