@@ -7,15 +7,18 @@ location, 480 anchors) leaves about 98 % of the anchors background, which is the
 focal loss was made for.
 
 This file also holds what every example needs besides the framework: the head layout
-(anchors per location), the evaluation (score, decode, greedy NMS, AP at IoU 0.5, all in
-NumPy) and the model's layer list, so the Flax and PyTorch models are the same network.
+(anchors per location), the evaluation (score, decode and greedy NMS in NumPy; COCO's
+AP@[.5:.95], AP50 and AP75 from pycocotools' ``COCOeval``) and the model's layer list, so
+the Flax and PyTorch models are the same network.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -212,48 +215,97 @@ def detect(logits: np.ndarray, deltas: np.ndarray, anchors: np.ndarray, *,
     return out
 
 
-def average_precision(detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      truth: Batch, *, iou: float = 0.5) -> dict[str, float]:
-    """AP at ``iou`` per class (all-point interpolated, as PASCAL VOC 2010+) and their mean.
+def coco_ground_truth(truth: Batch) -> dict[str, list[dict[str, Any]]]:
+    """The batch's valid boxes as a COCO instances dict (what ``pycocotools.coco.COCO``
+    holds as ``dataset``).
 
-    A detection is a true positive when its IoU with a not yet matched gt of its class is
-    ≥ ``iou`` (detections taken in decreasing score over the whole set); precision is made
-    monotone from the right and integrated over every recall step.
+    Image ``i`` of the batch is image id ``i + 1``, class ``c`` is category id ``c + 1``
+    (COCO ids start at 1), boxes are ``[x, y, width, height]`` and ``area`` is the box's
+    area (no masks), nothing is crowd.
     """
-    result = {}
-    for c in range(NUM_CLASSES):
-        records = []  # (score, is_tp)
-        n_gt = 0
-        for (boxes, scores, labels), gtb, gtl, gtv in zip(detections, truth.boxes,
-                                                          truth.labels, truth.valid,
-                                                          strict=True):
-            gts = gtb[gtv & (gtl == c)].astype(np.float64)
-            n_gt += len(gts)
-            taken = np.zeros(len(gts), dtype=bool)
-            sel = labels == c
-            for box, score in sorted(zip(boxes[sel], scores[sel], strict=True),
-                                     key=lambda t: -t[1]):
-                tp = False
-                if len(gts):
-                    ious = np.where(taken, -1.0, _iou(box, gts))
-                    j = int(np.argmax(ious))
-                    if ious[j] >= iou:
-                        taken[j], tp = True, True
-                records.append((score, tp))
-        if n_gt == 0:
-            continue
-        records.sort(key=lambda t: -t[0])
-        tp = np.cumsum([r[1] for r in records], dtype=np.float64)
-        fp = np.cumsum([not r[1] for r in records], dtype=np.float64)
-        recall = np.concatenate([[0.0], tp / n_gt, [1.0]]) if records else np.array([0., 1.])
-        precision = (np.concatenate([[1.0], tp / np.maximum(tp + fp, 1e-9), [0.0]])
-                     if records else np.array([1.0, 0.0]))
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        steps = np.flatnonzero(recall[1:] != recall[:-1])
-        result[CLASS_NAMES[c]] = float(np.sum((recall[steps + 1] - recall[steps])
-                                              * precision[steps + 1]))
-    result["mAP"] = float(np.mean([result[n] for n in CLASS_NAMES if n in result]))
-    return result
+    n = truth.images.shape[0]
+    images = [{"id": i + 1, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+               "file_name": f"synthetic_{i}.png"} for i in range(n)]
+    annotations = []
+    for i, j in np.argwhere(truth.valid):
+        x0, y0, x1, y1 = (float(v) for v in truth.boxes[i, j])
+        annotations.append({"id": len(annotations) + 1, "image_id": int(i) + 1,
+                            "category_id": int(truth.labels[i, j]) + 1,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    categories = [{"id": c + 1, "name": name} for c, name in enumerate(CLASS_NAMES)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def coco_results(detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                 ) -> list[dict[str, Any]]:
+    """:func:`detect`'s output in COCO's results format: one dict per detection with
+    ``image_id``, ``category_id`` (ids as in :func:`coco_ground_truth`), ``bbox``
+    ``[x, y, width, height]`` and ``score``."""
+    return [{"image_id": i + 1, "category_id": int(label) + 1,
+             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+             "score": float(score)}
+            for i, (boxes, scores, labels) in enumerate(detections)
+            for b, score, label in zip(boxes, scores, labels, strict=True)]
+
+
+def coco_metrics(detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 truth: Batch) -> dict[str, float]:
+    """COCO box metrics of ``detections`` against ``truth``, from pycocotools' ``COCOeval``.
+
+    ``AP`` is AP@[.5:.95] (the mean over IoU thresholds 0.5, 0.55, ..., 0.95), ``AP50`` and
+    ``AP75`` at one threshold; each is 101-point interpolated and averaged over the classes
+    that have ground truth, with up to 100 detections per image (what :func:`detect`
+    keeps). Also ``AP50`` of each class, under its name. With no detection at all every
+    value is 0 (pycocotools cannot load an empty result list).
+
+    Args:
+        detections: per image ``(boxes xyxy, scores, labels)``, as :func:`detect` returns.
+        truth: the images' ground truth.
+
+    Returns:
+        ``{"AP": ..., "AP50": ..., "AP75": ..., "square": ..., "disc": ..., "cross": ...}``
+        (a class without ground truth is left out).
+    """
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise SystemExit("the examples' evaluation needs pycocotools: "
+                         "pip install pycocotools") from None
+    gt_dict = coco_ground_truth(truth)
+    present = sorted({a["category_id"] for a in gt_dict["annotations"]})
+    results = coco_results(detections)
+    if not results:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0,
+                **{CLASS_NAMES[c - 1]: 0.0 for c in present}}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    ap, ap50, ap75 = (float(v) for v in evaluator.stats[:3])
+    # precision: (IoU thresholds, recall thresholds, categories, area ranges, max dets);
+    # IoU 0.5 is the first threshold, area "all" the first range, 100 dets the last
+    precision = evaluator.eval["precision"][0, :, :, 0, -1]
+    per_class = {CLASS_NAMES[c - 1]: float(np.mean(precision[:, k]))
+                 for k, c in enumerate(evaluator.params.catIds) if c in present}
+    return {"AP": ap, "AP50": ap50, "AP75": ap75, **per_class}
+
+
+#: Column titles of :func:`metrics_row`, the detectors' summary table.
+METRICS_HEADER = (f"{'AP':>6}  {'AP50':>6}  {'AP75':>6}  "
+                  f"{'AP50 ' + '/'.join(CLASS_NAMES):>26}")
+
+
+def metrics_row(metrics: dict[str, float]) -> str:
+    """One row of the summary table: :func:`coco_metrics`' AP, AP50, AP75, AP50 per class."""
+    per_class = " / ".join(f"{metrics.get(n, float('nan')):.3f}" for n in CLASS_NAMES)
+    return (f"{metrics['AP']:6.3f}  {metrics['AP50']:6.3f}  {metrics['AP75']:6.3f}  "
+            f"{per_class:>26}")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

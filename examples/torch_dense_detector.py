@@ -117,7 +117,8 @@ def train(*, steps: int, gamma: float, alpha: float | None = 0.25, seed: int = 0
           batch_size: int = 16, lr: float = 2e-3, train_images: int = 1024,
           eval_images: int = 256, log_every: int = 50, compile: bool | str = False,
           verbose: bool = True, model: DenseDetector | None = None) -> dict[str, Any]:
-    """Train one detector; return its losses, the model and AP on held-out images.
+    """Train one detector; return its losses, the model and COCO AP on held-out images
+    (``"ap"``: :func:`synthetic.coco_metrics`).
 
     Same data, initial weights (unless ``model`` is given), batch order and schedule as
     the Flax example for the same ``seed``. ``compile``: True for ``torch.compile``'s
@@ -178,8 +179,8 @@ def train(*, steps: int, gamma: float, alpha: float | None = 0.25, seed: int = 0
     dets = synthetic.detect(logits.numpy(), deltas.numpy(), anchors.numpy())
     return {"gamma": gamma, "losses": losses, "per_positive": per_positive,
             "held_out_loss": (before, after),
-            "seconds": seconds, "model": model,
-            "ap": synthetic.average_precision(dets, held_out)}
+            "seconds": seconds, "model": model, "detections": dets,
+            "ap": synthetic.coco_metrics(dets, held_out)}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -204,11 +205,9 @@ def main(argv: Sequence[str] | None = None) -> dict[float, dict[str, Any]]:
                            train_images=args.train_images, eval_images=args.eval_images,
                            compile=args.compile)
     print()
-    print(f"{'γ':>4}  {'mAP50':>6}  AP50 {'/'.join(synthetic.CLASS_NAMES)}  train s")
+    print(f"{'γ':>4}  {synthetic.METRICS_HEADER}  {'train s':>7}")
     for g, r in results.items():
-        per_class = " / ".join(f"{r['ap'].get(n, float('nan')):.3f}"
-                               for n in synthetic.CLASS_NAMES)
-        print(f"{g:4g}  {r['ap']['mAP']:6.3f}  {per_class}  {r['seconds']:7.1f}")
+        print(f"{g:4g}  {synthetic.metrics_row(r['ap'])}  {r['seconds']:7.1f}")
     return results
 
 

@@ -92,7 +92,8 @@ def check_memory(ds: coco.CocoDataset, image_size: tuple[int, int] | None,
         return
     h, w = where["size"]
     raise UsageError(
-        f"matching image {where['image_id']} at {w}×{h} pixels would need about "
+        f"matching image {where['image_id']} at width × height = {w} × {h} pixels "
+        f"would need about "
         f"{_bytes(need)} ({where['anchors']:,} anchors × ({BYTES_PER_ANCHOR} B + "
         f"{BYTES_PER_PAIR} B × {where['slots']} box slots)), more than the limit of "
         f"{_bytes(limit)} ({what}); pass a smaller --image-size, or --max-memory to "

@@ -1,7 +1,8 @@
 """The text report of ``focal-array inspect`` and the number formats the command shares.
 
-Sizes are printed width × height (``640×480``), as images and figures are described;
-the JSON keeps separate ``height`` and ``width`` keys and ``--image-size`` stays ``H W``.
+Sizes are printed width × height (``640 × 480``), as images are described and as the
+documentation's figures title them, and every size is labelled "width × height"; the JSON
+keeps separate ``height`` and ``width`` keys and ``--image-size`` stays ``H W``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _ids(ids: Sequence[int], limit: int = 10) -> str:
 
 
 def _size(width: int, height: int) -> str:
-    return f"{width}×{height}"
+    """A size in the report's one order, width first: ``640 × 480``."""
+    return f"{width} × {height}"
 
 
 def _per_positive(value: float | None) -> str:
@@ -78,15 +80,18 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     line("", f"inside a crowd region (IoA >= {_fmt(r['crowd_ioa'])}) ignored; "
              f"backend {r['backend']}")
     if r["image_size"] is None:
-        line("input size (W×H)", "each image's own size")
+        line("input size", "each image's own width × height")
     else:
         h, w = r["image_size"]
-        line("input size (W×H)", f"{_size(w, h)} for every image (resized to fit, aspect "
-                                 f"kept, top-left, rest padding)")
-    sizes = " · ".join(f"{_n(a['anchors'])} ({_size(a['width'], a['height'])}, "
+        line("input size", f"width × height = {_size(w, h)} for every image (--image-size "
+                           f"H W = {h} {w}; resized to fit, aspect kept, top-left, rest "
+                           f"padding)")
+    # the first size says which number is which; the others follow its order
+    sizes = " · ".join(f"{_n(a['anchors'])} at {_size(a['width'], a['height'])} "
+                       f"({'width × height, ' if k == 0 else ''}"
                        f"{a['images']} image{'s' if a['images'] != 1 else ''})"
-                       for a in r["anchors_per_image"])
-    line("anchors per image (W×H)", sizes or "none")
+                       for k, a in enumerate(r["anchors_per_image"]))
+    line("anchors per image", sizes or "none")
     print(file=out)
     cols = [name for name, _ in PERCENTILES]
     print(f"{'per image':<34}{'total':>12}" + "".join(f"{c:>10}" for c in cols), file=out)
@@ -118,11 +123,11 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     per_image = r.get("per_image")
     if per_image is not None and len(per_image) <= PER_IMAGE_ROWS_MAX:
         print(file=out)
-        print(f"  {'image':<24}{'W×H':>10}{'anchors':>10}{'gts':>5}{'crowd':>6}{'pos':>6}"
-              f"{'neg':>10}{'ign':>8}{'rescued':>8}{'no pos':>7}", file=out)
+        print(f"  {'image':<24}{'width × height':>15}{'anchors':>10}{'gts':>5}{'crowd':>6}"
+              f"{'pos':>6}{'neg':>10}{'ign':>8}{'rescued':>8}{'no pos':>7}", file=out)
         for im in per_image:
             name = f"{im['id']} {im['file_name']}"
-            print(f"  {name[:23]:<24}{_size(im['width'], im['height']):>10}"
+            print(f"  {name[:23]:<24}{_size(im['width'], im['height']):>15}"
                   f"{_n(im['anchors']):>10}{im['gts']:>5}"
                   f"{im['crowd_gts']:>6}{im['positives']:>6}{_n(im['negatives']):>10}"
                   f"{_n(im['ignored']):>8}{len(im['rescued_gts']):>8}"

@@ -1,8 +1,9 @@
 """The ``focal-array`` command: ``explain`` the focal loss, ``inspect`` a COCO file's matching.
 
-``focal-array explain`` prints the seed note's worked example (CE, FL and FL/CE of one
-positive and one negative anchor) and a table of the modulating factor (1 − p_t)^γ, or with
-``--alpha`` of α_t (1 − p_t)^γ, against p_t and γ; ``--plot`` draws the curves.
+``focal-array explain`` prints the source note's worked example (CE, FL and FL/CE, the ratio
+of one anchor's two losses, for a positive and a negative anchor) and a table of the
+modulating factor (1 − p_t)^γ alone, or with ``--alpha`` of α_t (1 − p_t)^γ (the same
+quantity as the worked example's FL/CE), against p_t and γ; ``--plot`` draws the curves.
 
 ``focal-array inspect [COCO.json]`` builds RetinaNet anchors for every image, matches the
 image's boxes to them and reports how many anchors are positive, negative and ignored, how
@@ -55,7 +56,7 @@ TABLE_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
 
 
 def _worked_example(alpha: float | None, gamma: float) -> list[dict[str, Any]]:
-    """The seed note's two anchors, with CE and FL from the library's softmax functions."""
+    """The source note's two anchors, with CE and FL from the library's softmax functions."""
     probs = np.asarray([[0.1, 0.9], [0.8, 0.2]])  # [P(background), P(person)]
     labels = np.asarray([1, 0])  # the first anchor is a person, the second background
     ce = softmax_cross_entropy(probs, labels, from_logits=False)
@@ -71,9 +72,10 @@ def _worked_example(alpha: float | None, gamma: float) -> list[dict[str, Any]]:
 
 def _ratio_table(p_t: Sequence[float], gammas: Sequence[float], alpha_t: float | None,
                  ) -> np.ndarray:
-    """FL/CE for each (p_t, γ) from the library's sigmoid losses, float64.
+    """FL/CE of one element for each (p_t, γ) from the library's sigmoid losses, float64.
 
-    ``alpha_t`` None gives the bare modulating factor (1 − p_t)^γ; otherwise the focal loss
+    ``alpha_t`` None gives the bare modulating factor (1 − p_t)^γ (the focal loss without
+    α over CE, which the table labels as such, not as FL/CE); otherwise the focal loss
     is α-balanced for a positive (α_t = α) while CE is not, so the ratio is α_t (1 − p_t)^γ.
     The probability of the true class is fed as a positive (target 1); α_t is applied by
     choosing alpha = α_t, which is the positive's weight.
@@ -147,12 +149,13 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     gamma = args.gamma
     gammas = sorted({*TABLE_GAMMAS, gamma})
 
-    print(f"Focal loss vs cross-entropy: the seed note's worked example "
+    print(f"Focal loss vs cross-entropy: the source note's worked example "
           f"(α = {_fmt(alpha)}, γ = {_fmt(gamma)})", file=out)
     print("probabilities are [P(background), P(person)]; CE = −log p_t, "
           "FL = −α_t (1 − p_t)^γ log p_t, α_t = α for a positive, 1 − α for a negative",
           file=out)
-    print("table 1 — CE, FL and their ratio FL/CE = α_t (1 − p_t)^γ (α applied)", file=out)
+    print("table 1 — per anchor: CE, FL and FL/CE, this anchor's focal loss over its "
+          "cross-entropy = α_t (1 − p_t)^γ (α applied)", file=out)
     print(file=out)
     print(f"  {'anchor':<10}{'true class':<12}{'probabilities':<15}{'p_t':>6}{'α_t':>7}"
           f"{'CE':>10}{'FL':>12}{'FL/CE':>10}", file=out)
@@ -164,16 +167,17 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     print(file=out)
 
     if not alpha_given:
-        _print_table(out, "table 2 — (1 − p_t)^γ, the modulating factor alone: FL/CE with α "
-                          "NOT applied, unlike table 1 (pass --alpha to include α_t)",
+        _print_table(out, "table 2 — modulating factor (1 − p_t)^γ: γ's reduction alone, "
+                          "α NOT applied; table 1's FL/CE is α_t × this (pass --alpha for "
+                          "α_t (1 − p_t)^γ)",
                      _ratio_table(TABLE_PT, gammas, None), gammas)
     else:
-        _print_table(out, f"table 2 — α_t (1 − p_t)^γ = FL/CE with α APPLIED, as in table 1: "
-                          f"positive, α_t = α = {_fmt(alpha)}",
+        _print_table(out, f"table 2 — FL/CE = α_t (1 − p_t)^γ, α APPLIED, table 1's FL/CE "
+                          f"column: positive, α_t = α = {_fmt(alpha)}",
                      _ratio_table(TABLE_PT, gammas, alpha), gammas)
         print(file=out)
-        _print_table(out, f"table 3 — α_t (1 − p_t)^γ = FL/CE with α APPLIED, as in table 1: "
-                          f"negative, α_t = 1 − α = {_fmt(1.0 - alpha)}",
+        _print_table(out, f"table 3 — FL/CE = α_t (1 − p_t)^γ, α APPLIED, table 1's FL/CE "
+                          f"column: negative, α_t = 1 − α = {_fmt(1.0 - alpha)}",
                      _ratio_table(TABLE_PT, gammas, 1.0 - alpha), gammas)
     print(file=out)
     print("With γ = 2 an example at p_t = 0.9 costs 100× less than under CE and one at "
@@ -275,13 +279,14 @@ def _positive_int(text: str) -> int:
 
 
 EXPLAIN_HELP = """\
-Print the seed note's worked example side by side (table 1): a positive anchor with
+Print the source note's worked example side by side (table 1): a positive anchor with
 probabilities [P(background), P(person)] = [0.1, 0.9] and a negative one with [0.8, 0.2],
-their p_t, CE, FL and FL/CE = α_t (1 − p_t)^γ (computed with the library's softmax losses
-from probabilities, α applied), then a table over p_t in 0.5, 0.9, 0.968, 0.99 and γ in
-0, 0.5, 1, 2, 5 (and --gamma). Without --alpha that table is the modulating factor
-(1 − p_t)^γ alone (FL/CE with α left out); with --alpha it is α_t (1 − p_t)^γ, once for a
-positive and once for a negative anchor.
+their p_t, CE, FL and FL/CE, the anchor's focal loss over its cross-entropy,
+= α_t (1 − p_t)^γ (computed with the library's softmax losses from probabilities, α
+applied), then a table over p_t in 0.5, 0.9, 0.968, 0.99 and γ in 0, 0.5, 1, 2, 5 (and
+--gamma). Without --alpha that table is the modulating factor (1 − p_t)^γ alone, γ's
+reduction without α (table 1's FL/CE is α_t times it); with --alpha it is FL/CE
+= α_t (1 − p_t)^γ, table 1's quantity, once for a positive and once for a negative anchor.
 """
 
 INSPECT_HELP = """\
@@ -334,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="COCO instances file (default: the shipped sample)")
     p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
                    default=None,
-                   help="network input size for every image; each image is resized to fit "
+                   help="network input size for every image, height first (the report "
+                        "prints width × height); each image is resized to fit "
                         "(aspect ratio kept, top-left, the rest padding) and its boxes "
                         "scaled. Default: each image's own height and width, unscaled")
     p.add_argument("--high", type=_probability, default=0.5,

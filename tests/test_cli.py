@@ -112,23 +112,30 @@ def test_explain_worked_example() -> None:
     lines = proc.stdout.splitlines()
     positive = next(line.split() for line in lines if line.strip().startswith("positive"))
     negative = next(line.split() for line in lines if line.strip().startswith("negative"))
-    # anchor, class, [p0, p1], p_t, α_t, CE, FL, FL/CE — the seed note's numbers
+    # anchor, class, [p0, p1], p_t, α_t, CE, FL, FL/CE — the source note's numbers
     assert positive[4:] == ["0.9", "0.25", "0.1054", "0.0002634", "0.0025"]
     assert negative[4:] == ["0.8", "0.75", "0.2231", "0.006694", "0.03"]
     assert "α NOT applied" in proc.stdout
 
 
 def test_explain_tables_say_what_they_hold() -> None:
-    # table 1's FL/CE includes α_t; table 2 without --alpha is the bare (1 − p_t)^γ: the two
-    # must not both be titled plain "FL/CE"
+    # table 1's FL/CE is one anchor's FL over its CE, α_t included; table 2 without --alpha
+    # is the bare (1 − p_t)^γ, a different quantity: it has its own name, not "FL/CE"
     plain = run("explain").stdout
-    assert "FL/CE = α_t (1 − p_t)^γ (α applied)" in plain
-    assert "table 2 — (1 − p_t)^γ, the modulating factor alone: FL/CE with α NOT applied" \
-        in plain
-    assert "FL/CE = (1 − p_t)^γ" not in plain
+    titles = {line.split(" — ")[0]: line.split(" — ")[1] for line in plain.splitlines()
+              if line.startswith("table ")}
+    assert set(titles) == {"table 1", "table 2"}
+    assert titles["table 1"].startswith("per anchor: CE, FL and FL/CE, this anchor's focal "
+                                        "loss over its cross-entropy = α_t (1 − p_t)^γ")
+    assert titles["table 2"].startswith("modulating factor (1 − p_t)^γ: γ's reduction alone, "
+                                        "α NOT applied; table 1's FL/CE is α_t × this")
+    assert "FL/CE =" not in titles["table 2"] and "FL/CE is α_t × this" in titles["table 2"]
+    # with --alpha, tables 2 and 3 hold table 1's quantity, and say so
     with_alpha = run("explain", "--alpha", "0.25").stdout
-    assert "table 2 — α_t (1 − p_t)^γ = FL/CE with α APPLIED" in with_alpha
-    assert "table 3 — α_t (1 − p_t)^γ = FL/CE with α APPLIED" in with_alpha
+    assert "table 2 — FL/CE = α_t (1 − p_t)^γ, α APPLIED, table 1's FL/CE column: positive, " \
+        "α_t = α = 0.25" in with_alpha
+    assert "table 3 — FL/CE = α_t (1 − p_t)^γ, α APPLIED, table 1's FL/CE column: negative, " \
+        "α_t = 1 − α = 0.75" in with_alpha
 
 
 def _table_rows(text: str, title: str) -> dict[str, list[float]]:
@@ -143,7 +150,7 @@ def _table_rows(text: str, title: str) -> dict[str, list[float]]:
 
 def test_explain_table_is_the_modulating_factor_without_alpha() -> None:
     proc = run("explain")
-    rows = _table_rows(proc.stdout, "(1 − p_t)^γ, the modulating factor alone")
+    rows = _table_rows(proc.stdout, "modulating factor (1 − p_t)^γ: γ's reduction alone")
     assert list(rows) == ["0.5", "0.9", "0.968", "0.99"]
     for p_t, values in rows.items():
         expected = [(1 - float(p_t)) ** g for g in (0, 0.5, 1, 2, 5)]
@@ -194,7 +201,7 @@ def test_inspect_anchor_counts(sample_json: dict[str, Any], sample_text: str) ->
     assert set(reported) == sizes
     for (h, w), entry in reported.items():
         assert entry["anchors"] == expected_anchor_count(h, w)
-        assert f"{expected_anchor_count(h, w):,} ({w}×{h}" in sample_text  # width × height
+        assert f"{expected_anchor_count(h, w):,} at {w} × {h} (" in sample_text  # width first
     assert sum(a["images"] for a in reported.values()) == len(ds)
     assert expected_anchor_count(480, 640) == 57_600  # 4800 + 1200 + 300 + 80 + 20, × 9
     for im in sample_json["per_image"]:
@@ -329,7 +336,7 @@ def test_inspect_text_report(sample_text: str, sample_json: dict[str, Any]) -> N
     assert "dropped degenerate boxes          1 (annotation ids 3004)" in sample_text
     assert "gts rescued by low-quality match  4 of 16" in sample_text
     assert "CE (unweighted)" in sample_text and "FL (α = 0.25, γ = 2)" in sample_text
-    assert "each image's own size" in sample_text
+    assert "each image's own width × height" in sample_text
 
 
 def test_inspect_quiet_stderr_and_pure_json_stdout() -> None:
@@ -519,7 +526,9 @@ def test_progress_bar_shows_count_rate_and_eta() -> None:
     text = _strip_ansi(stream.getvalue())
     assert "matching images" in text
     assert "3/3" in text  # the final state is drawn before the bar goes
-    assert "images/s" in text and "ETA" in text
+    # done/total, the rate column and rich's time-remaining column, each with its label
+    assert re.search(r"3/3 +(…|[\d,]+) images/s", text), text
+    assert re.search(r"ETA +(-:--:--|\d+:\d\d:\d\d)", text), text
     # erased at the end (cursor up, clear line), so the report starts on a clean line
     assert stream.getvalue().endswith("\x1b[2K")
 
@@ -575,15 +584,22 @@ def test_inspect_sizes_print_width_by_height(sample_text: str, tmp_path: Path) -
     # image 123 is 640 wide and 480 high; image 400 is 480 wide and 640 high
     rows = {line.split()[0]: line.split() for line in sample_text.splitlines()
             if line.startswith("  ") and line.split()[0].isdigit()}
-    assert rows["123"][2] == "640×480" and rows["400"][2] == "480×640"
-    assert "anchors per image (W×H)" in sample_text
-    assert "57,600 (480×640, 1 image)" in sample_text
+    assert rows["123"][2:5] == ["640", "×", "480"] and rows["400"][2:5] == ["480", "×", "640"]
+    assert "  image                    width × height   anchors" in sample_text
+    assert ("anchors per image                 57,600 at 640 × 480 (width × height, 3 images)"
+            " · 51,930 at 640 × 427 (1 image) · 57,600 at 480 × 640 (1 image)") in sample_text
+    assert "input size                        each image's own width × height" in sample_text
     doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
            "categories": [{"id": 1, "name": "thing"}], "annotations": []}
     path = _write(tmp_path, "one.json", json.dumps(doc))
     proc = run("inspect", path, "--image-size", "400", "600")
     assert proc.returncode == 0, proc.stderr
-    assert "600×400 for every image" in proc.stdout
+    # --image-size is H W; the report says width × height, and which numbers it was given
+    assert ("width × height = 600 × 400 for every image (--image-size H W = 400 600;"
+            in proc.stdout)
+    assert "anchors per image                 " \
+        f"{expected_anchor_count(400, 600):,} at 600 × 400 (width × height, 1 image)" \
+        in proc.stdout
 
 
 # ----------------------------------------------------------------------------- hostile input
@@ -612,16 +628,17 @@ def test_huge_image_in_the_file_is_refused_with_the_memory_it_needs(tmp_path: Pa
     anchors = expected_anchor_count(10**6, 10**6)
     need = anchors * (64 + 12)
     proc = run("inspect", _coco(tmp_path, width=10**6, height=10**6), "--max-memory", "64G")
-    _one_line_error(proc, "matching image 1 at 1000000×1000000 pixels",
+    _one_line_error(proc, "matching image 1 at width × height = 1000000 × 1000000 pixels",
                     f"{anchors:,} anchors", f"about {need / 2**40:,.3g} TiB",
                     "limit of 64 GiB (--max-memory)")
 
 
 def test_huge_image_size_option_is_refused(tmp_path: Path) -> None:
-    proc = run("inspect", _coco(tmp_path), "--image-size", "100000", "100000",
+    # H W = 100000 200000 on the command line: 200000 wide, 100000 high in the message
+    proc = run("inspect", _coco(tmp_path), "--image-size", "100000", "200000",
                "--max-memory", "16G")
-    anchors = expected_anchor_count(100000, 100000)
-    _one_line_error(proc, "at 100000×100000 pixels", f"{anchors:,} anchors",
+    anchors = expected_anchor_count(100000, 200000)
+    _one_line_error(proc, "at width × height = 200000 × 100000 pixels", f"{anchors:,} anchors",
                     "limit of 16 GiB")
     # far beyond any machine: still one line (Python ints, no float overflow)
     proc = run("inspect", _coco(tmp_path), "--image-size", str(10**21), "5")

@@ -60,23 +60,99 @@ def test_synthetic_data_is_seeded_and_imbalanced(synthetic):
     assert 0 < float(out["num_positives"]) < 0.05 * 6 * 480  # under 5 % positives
 
 
-def test_average_precision_hand_cases(synthetic):
-    truth = synthetic.Batch(np.zeros((1, 64, 64, 1), np.float32),
-                            np.array([[[0, 0, 10, 10], [20, 20, 30, 30]]], np.float32),
-                            np.array([[0, 0]], np.int32), np.array([[True, True]]))
-    perfect = [(truth.boxes[0], np.array([0.9, 0.8]), np.array([0, 0]))]
-    assert synthetic.average_precision(perfect, truth)["square"] == 1.0
-    # a false positive ranked first, then one of the two gts: recall 1/2 at precision 1/2
-    dets = [(np.array([[40, 40, 50, 50], [0, 0, 10, 10]], np.float64), np.array([0.9, 0.8]),
-             np.array([0, 0]))]
-    assert synthetic.average_precision(dets, truth)["square"] == pytest.approx(0.25)
-    # a duplicate of a matched gt is a false positive; IoU 0.47 is a miss at 0.5
-    dets = [(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 24.7]], np.float64),
-             np.array([0.9, 0.8, 0.7]), np.array([0, 0, 0]))]
-    assert synthetic.average_precision(dets, truth)["square"] == pytest.approx(0.5)
+def _truth(synthetic, boxes, labels):
+    """One image holding ``boxes`` (xyxy) of classes ``labels``."""
+    n = len(boxes)
+    return synthetic.Batch(np.zeros((1, 64, 64, 1), np.float32),
+                           np.asarray([boxes], np.float32), np.asarray([labels], np.int32),
+                           np.ones((1, n), bool))
+
+
+def _dets(boxes, scores, labels):
+    return [(np.asarray(boxes, np.float64), np.asarray(scores, np.float64),
+             np.asarray(labels, np.int64))]
+
+
+def test_coco_metrics_hand_cases(synthetic):
+    """COCO's 101-point AP on cases worked out by hand (recall thresholds 0, 0.01, ..., 1:
+    precision is read at each, 0 beyond the highest recall reached)."""
+    require("pycocotools")
+    truth = _truth(synthetic, [[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0])
+    perfect = synthetic.coco_metrics(_dets(truth.boxes[0], [0.9, 0.8], [0, 0]), truth)
+    assert perfect == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0, "square": 1.0}
+    # a false positive ranked first, then one of the two gts: recall 1/2 at precision 1/2,
+    # read at the 51 thresholds 0 ... 0.5
+    m = synthetic.coco_metrics(_dets([[40, 40, 50, 50], [0, 0, 10, 10]], [0.9, 0.8],
+                                     [0, 0]), truth)
+    assert m["AP50"] == pytest.approx(51 * 0.5 / 101)
+    # a duplicate of a matched gt is a false positive, and IoU 0.47 is a miss at 0.5:
+    # precision 1 up to recall 1/2 at every IoU threshold (the matched box is exact)
+    m = synthetic.coco_metrics(_dets([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 24.7]],
+                                     [0.9, 0.8, 0.7], [0, 0, 0]), truth)
+    assert m["AP"] == m["AP50"] == m["AP75"] == pytest.approx(51 / 101)
+    # IoU 0.64 away from the origin (an xyxy box taken as xywh would give 0.88): a match
+    # at the thresholds 0.5, 0.55 and 0.6 of the ten, none at 0.75
+    one = _truth(synthetic, [[20, 20, 30, 30]], [0])
+    m = synthetic.coco_metrics(_dets([[20, 20, 30, 26.4]], [0.9], [0]), one)
+    assert (m["AP"], m["AP50"], m["AP75"]) == pytest.approx((0.3, 1.0, 0.0))
+    # the right box with the wrong class: the square gt is missed, and the disc, which has
+    # no ground truth, is left out of the mean
+    m = synthetic.coco_metrics(_dets([[20, 20, 30, 30]], [0.9], [1]), one)
+    assert m == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "square": 0.0}
+    empty = [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))]
+    assert synthetic.coco_metrics(empty, one) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0,
+                                                  "square": 0.0}
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes(synthetic):
     keep = synthetic.nms(np.array([[0, 0, 10, 10], [1, 0, 11, 10], [30, 30, 40, 40]], float),
                          np.array([0.5, 0.9, 0.7]))
     np.testing.assert_array_equal(keep, [1, 2])
+
+
+def _reference_ap(detections, truth, threshold):
+    """COCO's AP at one IoU threshold, written here from its definition (float64): per
+    class, each image's detections in decreasing score match the unmatched gt of best IoU
+    if it reaches the threshold; all images' detections ranked by score; precision made
+    monotone from the right and read at the 101 recall thresholds; mean over the classes
+    with ground truth."""
+    def iou(box, gts):
+        wh = np.clip(np.minimum(box[2:], gts[:, 2:]) - np.maximum(box[:2], gts[:, :2]), 0, None)
+        inter = wh[:, 0] * wh[:, 1]
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        return inter / (area + (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1]) - inter)
+
+    aps = []
+    for c in range(3):
+        scores, hits, n_gt = [], [], 0
+        for (boxes, s, lab), gb, gl, gv in zip(detections, truth.boxes, truth.labels,
+                                               truth.valid, strict=True):
+            gts = gb[gv & (gl == c)].astype(np.float64)
+            n_gt += len(gts)
+            taken = np.zeros(len(gts), bool)
+            for k in np.argsort(-s[lab == c], kind="stable"):
+                hit = False
+                if len(gts):
+                    ious = np.where(taken, -1.0, iou(boxes[lab == c][k], gts))
+                    j = int(np.argmax(ious))
+                    if ious[j] >= threshold:
+                        taken[j] = hit = True
+                scores.append(s[lab == c][k])
+                hits.append(hit)
+        if n_gt == 0:
+            continue
+        if not scores:  # a class with ground truth and no detection: precision 0
+            aps.append(0.0)
+            continue
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        tp = np.cumsum(np.asarray(hits, bool)[order])
+        fp = np.cumsum(~np.asarray(hits, bool)[order])
+        recall, precision = tp / n_gt, tp / np.maximum(tp + fp, 1)
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        at = np.searchsorted(recall, np.linspace(0.0, 1.0, 101), side="left")
+        aps.append(np.where(at < len(recall), precision[np.minimum(at, len(recall) - 1)],
+                            0.0).mean())
+    return float(np.mean(aps))
 
 
 # --------------------------------------------------------------------------- training
@@ -87,7 +163,7 @@ def test_average_precision_hand_cases(synthetic):
     ("torch_dense_detector", ("torch",), 0.0),
 ])
 def test_example_trains(example, needs, gamma):
-    for name in needs:
+    for name in (*needs, "pycocotools"):
         require(name)
     ex = _load(example)
     out = ex.main(["--steps", "12", "--gamma", f"{gamma:g}", "--batch-size", "8",
@@ -95,7 +171,15 @@ def test_example_trains(example, needs, gamma):
     assert len(out[gamma]["losses"]) == 12 and np.all(np.isfinite(out[gamma]["losses"]))
     before, after = out[gamma]["held_out_loss"]
     assert after < 0.8 * before, (before, after)
-    assert 0.0 <= out[gamma]["ap"]["mAP"] <= 1.0
+    ap = out[gamma]["ap"]
+    assert 0.0 <= ap["AP"] <= ap["AP50"] <= 1.0 and 0.0 <= ap["AP75"] <= ap["AP50"]
+    # the evaluator against the definition, on this run's own detections and held-out set
+    synthetic = _load("synthetic")
+    held_out = synthetic.make_dataset(16, seed=10_000)
+    assert ap["AP50"] == pytest.approx(_reference_ap(out[gamma]["detections"], held_out, 0.5),
+                                       abs=1e-12)
+    assert ap["AP75"] == pytest.approx(_reference_ap(out[gamma]["detections"], held_out, 0.75),
+                                       abs=1e-12)
 
 
 def test_torch_example_compiled_step():

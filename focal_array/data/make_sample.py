@@ -3,7 +3,7 @@
 Run ``python focal_array/data/make_sample.py`` from the repository root. The boxes are made
 up (there are no pixels); what matters is what they exercise:
 
-* image 123: the seed note's example, three persons (annotation ids 456, 789, 101);
+* image 123: the source note's example, three persons (annotation ids 456, 789, 101);
 * image 200: a street with a crowd region of persons, tiny boxes and a car;
 * image 300: a park with a dog, a tiny person and one zero-width box (dropped on load);
 * image 400: a portrait image with no boxes at all;
@@ -28,7 +28,7 @@ IMAGES = [
 ]
 
 # (annotation id, image id, category id, [x, y, width, height], iscrowd)
-ANNOTATIONS = [
+ANNOTATIONS: list[tuple[int, int, int, list[float], int]] = [
     (456, 123, PERSON, [100, 100, 50, 150], 0),
     (789, 123, PERSON, [250, 50, 80, 200], 0),
     (101, 123, PERSON, [400, 150, 60, 180], 0),
