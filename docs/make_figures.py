@@ -4,7 +4,7 @@
 
 `anchor_matching.png`: RetinaNet anchors matched to the ground truth of two images of the
 sample COCO file shipped with the package (`focal_array.coco.load_sample()`), each at its
-own size: image 123 (the seed note's three persons) and image 200 (a street with a crowd
+own size: image 123 (the source note's three persons) and image 200 (a street with a crowd
 region and tiny boxes). Anchors come from `focal_array.anchors.retinanet_anchors`, the
 assignment from `focal_array.matcher.match_anchors` with its defaults (IoU >= 0.5
 positive, < 0.4 background, in between ignored, low-quality matches on, anchors mostly
@@ -44,6 +44,11 @@ from focal_array import BACKGROUND, IGNORE, anchors, assigners, boxes, coco, mat
 
 FIGURES = pathlib.Path(__file__).resolve().parent / "figures"
 GT_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+# The docs show a figure at the width of the text column, 688 px in a 1280-px window: a
+# figure W inches wide is shown at 688 / (72 W) px per point, so for text of at least 11 px
+# there the anchor-matching figure is 9 inches wide with 10.5-11 pt text.
+MATCHING_WIDTH_IN = 9.0
+MATCHING_FONT_PT = 11
 
 
 def match_image(ds: coco.CocoDataset, image_id: int) -> dict:
@@ -87,42 +92,49 @@ def draw(ax: plt.Axes, r: dict, *, title: str) -> dict:
                                lw=1.6 if low_quality else 0.7,
                                ls="-" if not low_quality else (0, (4, 1.5)),
                                ec=GT_COLORS[g % len(GT_COLORS)], alpha=0.9))
+    names: dict[str, list[int]] = {}
     for g, (b, crowd, label) in enumerate(zip(ann.boxes, ann.crowd, ann.labels, strict=True)):
         color = "black" if crowd else GT_COLORS[g % len(GT_COLORS)]
         ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=crowd, lw=2.6,
                                ec=color, fc="#00000014" if crowd else "none"))
-        name = "crowd" if crowd else r["names"][int(label)]
-        ax.text(b[0] + 2, b[1] - 4, f"gt {g}: {name}", color=color, fontsize=8,
-                fontweight="bold", va="bottom")
+        names.setdefault("crowd" if crowd else r["names"][int(label)], []).append(g)
+        # the gt's number on a white ground, above its top-left corner (the names go below
+        # the panel: whole names at a legible size would overlap on a crowded image)
+        ax.text(b[0], b[1] - 6, str(g), color=color, fontsize=MATCHING_FONT_PT,
+                fontweight="bold", va="bottom", ha="left",
+                bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1.0})
+    ax.set_xlabel("; ".join(f"gt {', '.join(map(str, gs))}: {name}"
+                            for name, gs in names.items()), fontsize=MATCHING_FONT_PT)
     ax.set_title(f"{title}\n{anc.shape[0]:,} anchors: {counts['positive']} positive "
-                 f"({counts['low_quality']} low-quality), {counts['ignored']:,} ignored, "
-                 f"{counts['background']:,} background", fontsize=9)
-    ax.tick_params(labelsize=7)
+                 f"({counts['low_quality']} low-quality),\n{counts['ignored']:,} ignored, "
+                 f"{counts['background']:,} background", fontsize=MATCHING_FONT_PT)
+    ax.tick_params(labelsize=MATCHING_FONT_PT - 0.5)
     return counts
 
 
 def anchor_matching(path: pathlib.Path) -> dict:
     ds = coco.load_sample()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4), dpi=110, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(MATCHING_WIDTH_IN, 5.0), dpi=160,
+                             layout="constrained")
     counts = {}
     for ax, image_id, what in ((axes[0], 123, "three persons"),
-                               (axes[1], 200, "street: crowd region, tiny boxes")):
+                               (axes[1], 200, "a street")):
         r = match_image(ds, image_id)
-        counts[image_id] = draw(ax, r, title=f"sample image {image_id} "
+        counts[image_id] = draw(ax, r, title=f"image {image_id} "
                                 f"({r['info'].width}×{r['info'].height}), {what}")
     handles = [
         Line2D([], [], color="#d62728", lw=2.6, label="ground-truth box (colour per gt)"),
-        Line2D([], [], color="#d62728", lw=0.7,
-               label="positive anchor (IoU ≥ 0.5), its gt's colour"),
+        Line2D([], [], color="#d62728", lw=0.7, label="positive anchor (IoU ≥ 0.5)"),
         Line2D([], [], color="#d62728", lw=1.6, ls=(0, (4, 1.5)),
-               label="positive by low-quality match (IoU < 0.5)"),
+               label="positive, low-quality match (IoU < 0.5)"),
         Line2D([], [], color="#7f7f7f", lw=0.8, ls=(0, (2, 2)),
                label="ignored anchor (0.4 ≤ best IoU < 0.5)"),
         Line2D([], [], color="#7f7f7f", ls="", marker=".", ms=4,
-               label="centre of an anchor ignored by the crowd rule (IoA ≥ 0.5)"),
-        Line2D([], [], color="black", lw=2.6, label="crowd region (iscrowd = 1), never matched"),
+               label="centre of an anchor ignored as crowd"),
+        Line2D([], [], color="black", lw=2.6, label="crowd region (iscrowd = 1)"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=2,
+               fontsize=MATCHING_FONT_PT - 0.5, frameon=False)
     fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return counts
