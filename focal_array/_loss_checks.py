@@ -9,9 +9,11 @@ Value checks read data, so they run only where arrays are concrete (through
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from . import _validate as v
+from ._typing import Number
 
 Array = Any
 
@@ -19,7 +21,8 @@ Array = Any
 REDUCTIONS = ("none", "sum", "mean")
 
 
-def _check_options(*, gamma: float, label_smoothing: float, reduction: str) -> tuple:
+def _check_options(*, gamma: Number, label_smoothing: Number, reduction: str
+                   ) -> tuple[float, float]:
     gamma = v.check_number("gamma", gamma, low=0.0)
     label_smoothing = v.check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                      high_open=True)
@@ -149,3 +152,84 @@ def _check_unit_targets(xp: Any, targets: Array, what: str) -> None:
         lambda: _not_unit_interval(targets, xp=xp),
         lambda: f"targets must be in [0, 1] ({what}); found values outside, or NaN",
     )
+
+
+# --------------------------------------------------------------------------- swapped order
+#
+# Keras calls a loss as ``loss(y_true, y_pred)``; ours take ``(logits, targets)``, like
+# optax and torchvision. ``model.compile(loss=sigmoid_focal_loss)`` would hand the targets
+# in as logits and, under jit (Keras' JAX backend compiles ``fit`` by default), skip every
+# value check and train on a wrong loss. What can be told without reading data is told here.
+
+#: Top-level packages whose code calls a loss or metric function as ``fn(y_true, y_pred)``.
+_KERAS_PACKAGES = ("keras", "tf_keras")
+
+
+def _swapped_message(function: str, found: str, keras_class: str) -> str:
+    return (
+        f"{found}: the arguments look swapped. focal_array's {function} takes the model's "
+        f"output first ({function}(logits, targets)), while Keras calls a loss as "
+        f"loss(y_true, y_pred); with Keras use focal_array.keras.{keras_class} "
+        f"(model.compile(loss=focal_array.keras.{keras_class}())), which puts them in order"
+    )
+
+
+def _check_not_called_by_keras(function: str, keras_class: str, *, depth: int = 2) -> None:
+    """Raise a TypeError when Keras itself calls the public loss ``function``.
+
+    Keras' ``LossFunctionWrapper`` (``model.compile(loss=fn)``) and metric wrappers call
+    ``fn(y_true, y_pred)``, after casting both to float: nothing in the arrays tells the
+    order, and under ``jax.jit`` the value checks are skipped. The caller's module does
+    tell: the frame ``depth`` levels up from here (2: the caller of the public function
+    that calls this) belongs to Keras. Costs one dict lookup while Keras is not imported; a
+    user's own wrapper (``lambda y_true, y_pred: fn(y_pred, y_true)``) is not Keras' code and
+    passes. Skipped inside a ``torch.compile`` graph, where reading frames would break it
+    (so Keras' torch backend with ``jit_compile=True`` goes unchecked; its default is eager).
+    """
+    if not any(sys.modules.get(p) is not None for p in _KERAS_PACKAGES):
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        return
+    try:
+        caller = sys._getframe(depth).f_globals.get("__name__") or ""
+    except ValueError:  # pragma: no cover - fewer frames than depth
+        return
+    if caller.split(".")[0] in _KERAS_PACKAGES:
+        raise TypeError(_swapped_message(
+            function, f"{function} was called by Keras ({caller}) as {function}(y_true, "
+            "y_pred)", keras_class))
+
+
+def _check_sigmoid_order(xp: Any, logits: Array, targets: Array, function: str,
+                         keras_class: str) -> None:
+    """TypeError when integer or boolean ``logits`` come with floating ``targets``: the
+    order of ``(targets, logits)``, e.g. Keras' ``(y_true, y_pred)``."""
+    if (not xp.isdtype(logits.dtype, "real floating")
+            and xp.isdtype(targets.dtype, "real floating")):
+        raise TypeError(_swapped_message(
+            function, f"logits must have a real floating dtype, got {logits.dtype}, while "
+            f"targets is {targets.dtype}", keras_class))
+
+
+def _check_softmax_order(xp: Any, logits: Array, labels: Array, axis: Any, function: str,
+                         keras_class: str) -> None:
+    """TypeError when ``(logits, labels)`` look like ``(labels, logits)``, told from dtypes
+    and shapes alone: floating ``labels`` with non-floating ``logits``, or floating
+    ``labels`` one rank above ``logits`` whose shape without ``axis`` is the logits' shape
+    (Keras' ``(y_true, y_pred)`` after it cast integer labels to float)."""
+    if not xp.isdtype(labels.dtype, "real floating"):
+        return
+    if not xp.isdtype(logits.dtype, "real floating"):
+        raise TypeError(_swapped_message(
+            function, f"logits must have a real floating dtype, got {logits.dtype}, while "
+            f"labels is {labels.dtype}", keras_class))
+    ndim = labels.ndim
+    if (ndim == logits.ndim + 1 and isinstance(axis, int) and not isinstance(axis, bool)
+            and -ndim <= axis < ndim):
+        rest = tuple(s for i, s in enumerate(labels.shape) if i != axis % ndim)
+        if rest == tuple(logits.shape):
+            raise TypeError(_swapped_message(
+                function, f"labels ({labels.dtype}, shape {tuple(labels.shape)}) have the "
+                f"shape logits would have with a class axis, and logits (shape "
+                f"{tuple(logits.shape)}) the shape of class indices", keras_class))

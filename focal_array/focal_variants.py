@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from . import _validate as v
@@ -33,6 +34,8 @@ from ._formulas import (
     Varifocal,
 )
 from ._loss_reductions import _evaluate_reduced
+from ._softmax_inputs import prepare_softmax
+from ._typing import ArrayLike, ArrayT, Number, Reduction
 from ._variant_checks import (
     _alpha_or_none,
     _as_float,
@@ -43,7 +46,6 @@ from ._variant_checks import (
     _prepare_distribution,
     _prepare_elementwise,
 )
-from .losses import _prepare_softmax
 
 __all__ = [
     "distribution_focal_loss",
@@ -60,9 +62,9 @@ Array = Any
 # --------------------------------------------------------------------------- QFL
 
 
-def quality_focal_loss(logits: Array, targets: Array, /, *, beta: float = 2.0,
-                       weights: Array | None = None, reduction: str = "none",
-                       normalizer: Any = None) -> Array:
+def quality_focal_loss(logits: ArrayT, targets: ArrayT, /, *, beta: Number = 2.0,
+                       weights: ArrayT | None = None, reduction: Reduction = "none",
+                       normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""Quality focal loss (GFL): BCE against a soft quality target, scaled by |y − σ(x)|^β.
 
     .. math::
@@ -126,9 +128,9 @@ def quality_focal_loss(logits: Array, targets: Array, /, *, beta: float = 2.0,
 # --------------------------------------------------------------------------- DFL
 
 
-def distribution_focal_loss(logits: Array, targets: Array, /, *, axis: int = -1,
-                            weights: Array | None = None, reduction: str = "none",
-                            normalizer: Any = None) -> Array:
+def distribution_focal_loss(logits: ArrayT, targets: ArrayT, /, *, axis: int = -1,
+                            weights: ArrayT | None = None, reduction: Reduction = "none",
+                            normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""Distribution focal loss (GFL): cross-entropy to the two bins around a distance.
 
     With :math:`n` bins along ``axis`` and a target :math:`y \in [0, n - 1]`,
@@ -193,9 +195,10 @@ def distribution_focal_loss(logits: Array, targets: Array, /, *, axis: int = -1,
 # --------------------------------------------------------------------------- VFL
 
 
-def varifocal_loss(logits: Array, targets: Array, /, *, alpha: float = 0.75,
-                   gamma: float = 2.0, weights: Array | None = None, reduction: str = "none",
-                   normalizer: Any = None) -> Array:
+def varifocal_loss(logits: ArrayT, targets: ArrayT, /, *, alpha: Number = 0.75,
+                   gamma: Number = 2.0, weights: ArrayT | None = None,
+                   reduction: Reduction = "none",
+                   normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""Varifocal loss (VarifocalNet): IoU-weighted BCE, focal down-weighting of negatives.
 
     .. math::
@@ -253,10 +256,10 @@ def varifocal_loss(logits: Array, targets: Array, /, *, alpha: float = 0.75,
 # --------------------------------------------------------------------------- Poly-1
 
 
-def poly1_focal_loss(logits: Array, targets: Array, /, *, epsilon: float = 1.0,
-                     alpha: float | None = 0.25, gamma: float = 2.0,
-                     weights: Array | None = None, reduction: str = "none",
-                     normalizer: Any = None) -> Array:
+def poly1_focal_loss(logits: ArrayT, targets: ArrayT, /, *, epsilon: Number = 1.0,
+                     alpha: Number | None = 0.25, gamma: Number = 2.0,
+                     weights: ArrayT | None = None, reduction: Reduction = "none",
+                     normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""Poly-1 focal loss (PolyLoss), sigmoid: the focal loss plus ε (1 − p_t)^(γ+1).
 
     .. math::
@@ -308,10 +311,11 @@ def poly1_focal_loss(logits: Array, targets: Array, /, *, epsilon: float = 1.0,
                         normalizer=normalizer)
 
 
-def softmax_poly1_focal_loss(logits: Array, labels: Array, /, *, epsilon: float = 1.0,
-                             alpha: Any = None, gamma: float = 2.0, axis: int = -1,
-                             weights: Array | None = None, reduction: str = "none",
-                             normalizer: Any = None) -> Array:
+def softmax_poly1_focal_loss(logits: ArrayT, labels: ArrayT, /, *, epsilon: Number = 1.0,
+                             alpha: Number | Sequence[float] | ArrayLike | None = None,
+                             gamma: Number = 2.0, axis: int = -1,
+                             weights: ArrayT | None = None, reduction: Reduction = "none",
+                             normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""Poly-1 focal loss (PolyLoss), softmax over integer labels.
 
     .. math::
@@ -354,23 +358,30 @@ def softmax_poly1_focal_loss(logits: Array, labels: Array, /, *, epsilon: float 
     References:
         Leng et al., *PolyLoss*, ICLR 2022 (arXiv:2204.12511).
     """
-    xp, x, ax, alpha_vec, gamma, _, valid = _prepare_softmax(
+    inputs = prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
-        reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0)
+        reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0,
+        function="softmax_poly1_focal_loss", keras_class="SoftmaxFocalLoss")
+    if inputs.soft:
+        raise TypeError("softmax_poly1_focal_loss takes integer class labels, got "
+                        f"floating labels ({labels.dtype}); probability targets are not "
+                        "supported by the Poly-1 term")
     eps = _check_epsilon(epsilon)
-    formula = SoftmaxPoly1(gamma=gamma, alpha=alpha_vec is not None, epsilon=eps)
-    aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
-    return _evaluate_reduced(formula, x, aux, axis=ax, weights=weights, reduction=reduction,
-                             normalizer=normalizer, valid=valid, xp=xp)
+    vec = inputs.class_vec
+    formula = SoftmaxPoly1(gamma=inputs.gamma, alpha=vec is not None, epsilon=eps)
+    aux = (inputs.targets,) if vec is None else (inputs.targets, vec)
+    return _evaluate_reduced(formula, inputs.x, aux, axis=inputs.axis, weights=weights,
+                             reduction=reduction, normalizer=normalizer, valid=inputs.valid,
+                             xp=inputs.xp)
 
 
 # --------------------------------------------------------------------------- FL*
 
 
-def sigmoid_focal_loss_star(logits: Array, targets: Array, /, *, gamma: float = 4.0,
-                            beta: float = 0.0, alpha: float | None = 0.25,
-                            weights: Array | None = None, reduction: str = "none",
-                            normalizer: Any = None) -> Array:
+def sigmoid_focal_loss_star(logits: ArrayT, targets: ArrayT, /, *, gamma: Number = 4.0,
+                            beta: Number = 0.0, alpha: Number | None = 0.25,
+                            weights: ArrayT | None = None, reduction: Reduction = "none",
+                            normalizer: Number | ArrayLike | None = None) -> ArrayT:
     r"""FL*, the focal loss's appendix variant: a logistic loss of a scaled, shifted margin.
 
     .. math::

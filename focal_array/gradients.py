@@ -55,12 +55,8 @@ from typing import Any
 
 from ._executors import evaluate_with_grad
 from ._loss_reductions import _mean_scale, _reduce
-from .losses import (
-    _prepare_sigmoid,
-    _prepare_softmax,
-    sigmoid_formula,
-    softmax_formula,
-)
+from ._softmax_inputs import prepare_softmax
+from .losses import _prepare_sigmoid, sigmoid_formula, softmax_formula
 
 __all__ = ["sigmoid_focal_loss_value_and_grad", "softmax_focal_loss_value_and_grad"]
 
@@ -193,11 +189,18 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
             "softmax_focal_loss_value_and_grad does not support label_smoothing yet; use "
             "jax.grad or torch.autograd of focal_array.softmax_focal_loss for smoothed labels"
         )
-    xp, x, ax, alpha_vec, gamma, _, valid = _prepare_softmax(
+    inputs = prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
-        reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0)
-    formula = softmax_formula(alpha_vec, gamma, True, 0.0)
-    aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
+        reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0,
+        function="softmax_focal_loss_value_and_grad")
+    if inputs.soft:
+        raise NotImplementedError(
+            "softmax_focal_loss_value_and_grad takes integer class labels; for probability "
+            "targets use jax.grad or torch.autograd of focal_array.softmax_focal_loss")
+    xp, x, ax, valid = inputs.xp, inputs.x, inputs.axis, inputs.valid
+    labels = inputs.targets
+    formula = softmax_formula(inputs, True)
+    aux = (labels,) if inputs.class_vec is None else (labels, inputs.class_vec)
     # the formula gives ignored rows (negative labels) loss and gradient exactly 0
     loss, grad = evaluate_with_grad(formula, x, *aux, xp=xp, axis=ax)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,

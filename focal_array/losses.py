@@ -33,17 +33,22 @@ from ._formulas import (
     SoftmaxFocal,
     SoftmaxFocalProbs,
     SoftmaxFocalSmoothed,
+    SoftmaxFocalSoft,
 )
 from ._loss_checks import (
     _check_logits,
     _check_normalizer,
+    _check_not_called_by_keras,
     _check_options,
+    _check_sigmoid_order,
     _check_unit_targets,
     _check_weights,
 )
 from ._loss_reductions import _evaluate_reduced
-from ._namespace import compute_dtype, device_of, namespace
+from ._namespace import compute_dtype, namespace
+from ._softmax_inputs import SoftmaxInputs, prepare_softmax
 from ._stable import one_hot_mask
+from ._typing import ArrayLike, ArrayT, Integer, Number, Reduction
 
 __all__ = [
     "binary_cross_entropy",
@@ -60,13 +65,17 @@ Array = Any
 # --------------------------------------------------------------------------- sigmoid
 
 
-def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
+def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: Number | None, gamma: Number,
                      weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                     label_smoothing: float) -> tuple[Any, Array, Any, float, float]:
+                     label_smoothing: Number, function: str = "sigmoid_focal_loss",
+                     keras_class: str = "SigmoidFocalLoss",
+                     ) -> tuple[Any, Array, float | None, float, float]:
     """Resolve and validate the sigmoid losses' inputs: (xp, logits in the compute dtype,
-    alpha, gamma, label_smoothing). Shared with :mod:`focal_array.gradients`."""
+    alpha, gamma, label_smoothing). ``function`` and ``keras_class`` name the caller in the
+    message of swapped arguments. Shared with :mod:`focal_array.gradients`."""
     xp = namespace(logits=logits, targets=targets, weights=weights,
                    normalizer=_array_or_none(normalizer))
+    _check_sigmoid_order(xp, logits, targets, function, keras_class)
     _check_logits(xp, logits, from_logits, "logits")
     v.check_bool_or_number_array(xp, targets, "targets")
     v.check_same_shape("logits", logits.shape, "targets", targets.shape,
@@ -77,7 +86,9 @@ def _prepare_sigmoid(logits: Array, targets: Array, *, alpha: float | None, gamm
                                             reduction=reduction)
     _check_weights(xp, weights, tuple(logits.shape), "the loss (= logits)")
     _check_normalizer(xp, normalizer, reduction)
-    _check_unit_targets(xp, targets, "0/1 labels or soft targets")
+    _check_unit_targets(xp, targets, f"0/1 labels or soft targets; the order is "
+                        f"{function}(logits, targets), not Keras' (y_true, y_pred): with "
+                        f"Keras use focal_array.keras.{keras_class}")
     x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
     return xp, x, alpha, gamma, label_smoothing
 
@@ -102,22 +113,24 @@ def sigmoid_formula(xp: Any, targets: Array, x: Array, *, alpha: float | None, g
     return SigmoidFocal(alpha=alpha, gamma=gamma, hard=False), y
 
 
-def _sigmoid_loss(logits: Array, targets: Array, *, alpha: float | None, gamma: float,
+def _sigmoid_loss(logits: Array, targets: Array, *, alpha: Number | None, gamma: Number,
                   weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                  label_smoothing: float) -> Array:
-    xp, x, alpha, gamma, label_smoothing = _prepare_sigmoid(
+                  label_smoothing: Number, function: str, keras_class: str) -> Array:
+    xp, x, a, g, eps = _prepare_sigmoid(
         logits, targets, alpha=alpha, gamma=gamma, weights=weights, reduction=reduction,
-        normalizer=normalizer, from_logits=from_logits, label_smoothing=label_smoothing)
-    formula, y = sigmoid_formula(xp, targets, x, alpha=alpha, gamma=gamma,
-                                 from_logits=from_logits, label_smoothing=label_smoothing)
+        normalizer=normalizer, from_logits=from_logits, label_smoothing=label_smoothing,
+        function=function, keras_class=keras_class)
+    formula, y = sigmoid_formula(xp, targets, x, alpha=a, gamma=g, from_logits=from_logits,
+                                 label_smoothing=eps)
     return _evaluate_reduced(formula, x, (y,), axis=-1, weights=weights, reduction=reduction,
                              normalizer=normalizer, valid=None, xp=xp)
 
 
-def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None = 0.25,
-                       gamma: float = 2.0, weights: Array | None = None,
-                       reduction: str = "none", normalizer: Any = None,
-                       from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
+def sigmoid_focal_loss(logits: ArrayT, targets: ArrayLike, /, *,
+                       alpha: Number | None = 0.25, gamma: Number = 2.0,
+                       weights: ArrayLike | None = None, reduction: Reduction = "none",
+                       normalizer: Number | ArrayLike | None = None,
+                       from_logits: bool = True, label_smoothing: Number = 0.0) -> ArrayT:
     r"""Sigmoid (one-vs-all) focal loss of Lin et al., as in RetinaNet and FCOS heads.
 
     .. math::
@@ -135,6 +148,11 @@ def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None 
     :math:`\gamma = 0` gives :func:`binary_cross_entropy` exactly. Results and gradients are
     finite for every finite logit and every :math:`\gamma \ge 0` (:math:`\gamma < 1` included).
     NaN in ``logits`` propagates to the result; it is never zeroed.
+
+    The model's output comes first. Keras calls a loss as ``loss(y_true, y_pred)``: for
+    ``model.compile`` use :class:`focal_array.keras.SigmoidFocalLoss`; handing this
+    function to Keras directly raises a TypeError, as do integer or boolean ``logits``
+    with floating ``targets`` (the arguments look swapped).
 
     Args:
         logits: ``(..., C)`` real floating; any shape. With ``from_logits=False``,
@@ -175,15 +193,18 @@ def sigmoid_focal_loss(logits: Array, targets: Array, /, *, alpha: float | None 
     References:
         Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017 (arXiv:1708.02002).
     """
+    _check_not_called_by_keras("sigmoid_focal_loss", "SigmoidFocalLoss")
     return _sigmoid_loss(logits, targets, alpha=alpha, gamma=gamma, weights=weights,
                          reduction=reduction, normalizer=normalizer, from_logits=from_logits,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, function="sigmoid_focal_loss",
+                         keras_class="SigmoidFocalLoss")
 
 
-def binary_cross_entropy(logits: Array, targets: Array, /, *, alpha: float | None = None,
-                         weights: Array | None = None, reduction: str = "none",
-                         normalizer: Any = None, from_logits: bool = True,
-                         label_smoothing: float = 0.0) -> Array:
+def binary_cross_entropy(logits: ArrayT, targets: ArrayLike, /, *,
+                         alpha: Number | None = None, weights: ArrayLike | None = None,
+                         reduction: Reduction = "none",
+                         normalizer: Number | ArrayLike | None = None,
+                         from_logits: bool = True, label_smoothing: Number = 0.0) -> ArrayT:
     r"""Sigmoid binary cross-entropy, optionally α-balanced.
 
     .. math::
@@ -215,127 +236,79 @@ def binary_cross_entropy(logits: Array, targets: Array, /, *, alpha: float | Non
         ...                      from_logits=False).round(4)
         array([0.1054, 0.2231])
     """
+    _check_not_called_by_keras("binary_cross_entropy", "BinaryCrossEntropy")
     return _sigmoid_loss(logits, targets, alpha=alpha, gamma=0.0, weights=weights,
                          reduction=reduction, normalizer=normalizer, from_logits=from_logits,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, function="binary_cross_entropy",
+                         keras_class="BinaryCrossEntropy")
 
 
 # --------------------------------------------------------------------------- softmax
 
 
-def _class_alpha(xp: Any, alpha: Any, num_classes: int, like: Array) -> Array | None:
-    """Per-class α as a (C,) array in ``like``'s dtype/device (None: no balancing).
-
-    A scalar α weighs the foreground classes (labels ≥ 1) by α and background (label 0) by
-    1 − α, as in the seed example.
-    """
-    if alpha is None:
-        return None
-    if v.is_number(alpha):
-        a = v.check_number("alpha", alpha, low=0.0, high=1.0)
-        values = [1.0 - a] + [a] * (num_classes - 1)
-        return xp.asarray(values, dtype=like.dtype, device=device_of(like))
-    if v.is_array(alpha):
-        namespace(logits=like, alpha=alpha)
-        if alpha.ndim == 0:
-            raise TypeError("alpha as an array must be a per-class vector of shape (C,); "
-                            "pass a Python float for a scalar alpha")
-        vec = alpha
-    elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
-        vals = [v.check_number(f"alpha[{i}]", a, low=0.0, high=1.0) for i, a in enumerate(alpha)]
-        vec = xp.asarray(vals, dtype=like.dtype, device=device_of(like))
-    else:
-        raise TypeError(
-            f"alpha must be None, a number in [0, 1] or a per-class vector, got {alpha!r}"
-        )
-    if tuple(vec.shape) != (num_classes,):
-        raise ValueError(
-            f"alpha as a per-class vector must have shape ({num_classes},) (the number of "
-            f"classes along axis), got {tuple(vec.shape)}"
-        )
-    v.check_floating(xp, vec, "alpha")
-    v.eager_check([vec], lambda: xp.any((vec < 0) | (vec > 1)),
-                  lambda: "alpha values must be in [0, 1]")
-    return xp.astype(vec, like.dtype)
-
-
-def _prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
-                     weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                     label_smoothing: float) -> tuple:
-    """Resolve and validate the softmax losses' inputs. Returns (xp, logits in the compute
-    dtype, class axis, per-class alpha or None, gamma, label_smoothing, valid). Shared
-    with :mod:`focal_array.gradients`."""
-    xp = namespace(logits=logits, labels=labels, weights=weights,
-                   normalizer=_array_or_none(normalizer))
-    v.check_floating(xp, logits, "logits")
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the class axis)")
-    ax = v.normalize_axis(axis, logits.ndim)
-    _check_logits(xp, logits, from_logits, "logits", class_axis=ax)
-    v.check_integer(xp, labels, "labels")
-    example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
-    v.check_same_shape("logits without the class axis", example_shape, "labels",
-                       labels.shape, hint="labels are class indices, one per example")
-    gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
-                                            reduction=reduction)
-    _check_weights(xp, weights, example_shape, "the per-example loss (= labels)")
-    _check_normalizer(xp, normalizer, reduction)
-    num_classes = logits.shape[ax]
-    v.eager_check(
-        [labels],
-        lambda: xp.any(labels >= num_classes),
-        lambda: f"labels must be < num_classes = {num_classes} (negative labels are "
-        f"ignored); found a label >= {num_classes}",
-    )
-    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
-    alpha_vec = _class_alpha(xp, alpha, num_classes, x)
-    return xp, x, ax, alpha_vec, gamma, label_smoothing, labels >= 0
-
-
-def softmax_formula(alpha_vec: Array | None, gamma: float, from_logits: bool,
-                    label_smoothing: float) -> Formula:
-    """The formula of the softmax losses for these options. Shared with
+def softmax_formula(inputs: SoftmaxInputs, from_logits: bool) -> Formula:
+    """The formula of the softmax losses for these inputs. Shared with
     :mod:`focal_array.gradients`."""
-    has_alpha = alpha_vec is not None
+    has_vec = inputs.class_vec is not None
+    g, eps = inputs.gamma, inputs.label_smoothing
+    if inputs.soft:
+        return SoftmaxFocalSoft(gamma=g, alpha=has_vec, smoothing=eps, from_logits=from_logits)
     if not from_logits:
-        return SoftmaxFocalProbs(gamma=gamma, alpha=has_alpha, smoothing=label_smoothing)
-    if label_smoothing:
-        return SoftmaxFocalSmoothed(gamma=gamma, alpha=has_alpha, smoothing=label_smoothing)
-    return SoftmaxFocal(gamma=gamma, alpha=has_alpha)
+        return SoftmaxFocalProbs(gamma=g, alpha=has_vec, smoothing=eps)
+    if eps:
+        return SoftmaxFocalSmoothed(gamma=g, alpha=has_vec, smoothing=eps)
+    return SoftmaxFocal(gamma=g, alpha=has_vec)
 
 
-def _softmax_loss(logits: Array, labels: Array, *, alpha: Any, gamma: float, axis: int,
+def _softmax_loss(logits: ArrayT, labels: ArrayLike, *, alpha: Any, gamma: Number, axis: int,
                   weights: Any, reduction: str, normalizer: Any, from_logits: bool,
-                  label_smoothing: float) -> Array:
-    xp, x, ax, alpha_vec, gamma, label_smoothing, valid = _prepare_softmax(
+                  label_smoothing: Number, class_weights: Any, ignore_index: Any,
+                  function: str, keras_class: str) -> ArrayT:
+    inputs = prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
         reduction=reduction, normalizer=normalizer, from_logits=from_logits,
-        label_smoothing=label_smoothing)
-    formula = softmax_formula(alpha_vec, gamma, from_logits, label_smoothing)
-    aux = (labels,) if alpha_vec is None else (labels, alpha_vec)
+        label_smoothing=label_smoothing, class_weights=class_weights,
+        ignore_index=ignore_index, function=function, keras_class=keras_class)
+    formula = softmax_formula(inputs, from_logits)
+    aux = (inputs.targets,) if inputs.class_vec is None else (inputs.targets, inputs.class_vec)
     # ignored examples are out of the problem: the formulas give them exactly zero
-    return _evaluate_reduced(formula, x, aux, axis=ax, weights=weights, reduction=reduction,
-                             normalizer=normalizer, valid=valid, xp=xp)
+    return _evaluate_reduced(formula, inputs.x, aux, axis=inputs.axis, weights=weights,
+                             reduction=reduction, normalizer=normalizer, valid=inputs.valid,
+                             xp=inputs.xp, counts=inputs.counts)
 
 
-def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
-                       gamma: float = 2.0, axis: int = -1, weights: Array | None = None,
-                       reduction: str = "none", normalizer: Any = None,
-                       from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
+def softmax_focal_loss(logits: ArrayT, labels: ArrayLike, /, *,
+                       alpha: Number | Sequence[float] | ArrayLike | None = None,
+                       gamma: Number = 2.0, axis: int = -1, weights: ArrayLike | None = None,
+                       reduction: Reduction = "none",
+                       normalizer: Number | ArrayLike | None = None,
+                       from_logits: bool = True, label_smoothing: Number = 0.0,
+                       class_weights: Sequence[float] | ArrayLike | None = None,
+                       ignore_index: Integer | None = None) -> ArrayT:
     r"""Multi-class (softmax) focal loss, e.g. for an R-CNN head with a background class.
 
     .. math::
 
         p = \mathrm{softmax}(x), \quad p_t = p_{\text{label}}, \quad
-        \mathrm{FL} = -\alpha_t (1 - p_t)^\gamma \log p_t
+        \mathrm{FL} = -\alpha_t w_t (1 - p_t)^\gamma \log p_t
 
     :math:`\alpha_t` is 1 (``alpha=None``), :math:`\alpha` for labels ≥ 1 and
     :math:`1 - \alpha` for the background label 0 (scalar ``alpha``), or ``alpha[label]``
-    (per-class vector). With label smoothing ε the target distribution is
-    :math:`t = (1 - ε)\,\mathrm{onehot} + ε / C` and
-    :math:`\mathrm{FL} = -\sum_j t_j \alpha_j (1 - p_j)^\gamma \log p_j`.
-    :math:`\gamma = 0` gives :func:`softmax_cross_entropy` exactly. Negative labels are
-    ignored: their loss is exactly 0 and they are not counted by ``"mean"``.
+    (per-class vector); :math:`w_t` is ``class_weights[label]`` (1 without). With a target
+    distribution :math:`t` — probability targets, or label smoothing ε, which makes
+    :math:`t = (1 - ε)\,\mathrm{onehot} + ε / C` —
+    :math:`\mathrm{FL} = -\sum_j t_j \alpha_j w_j (1 - p_j)^\gamma \log p_j`.
+    :math:`\gamma = 0` gives :func:`softmax_cross_entropy` exactly. Ignored labels
+    (negative, or equal to ``ignore_index``) have a loss of exactly 0 and are not counted by
+    ``"mean"``.
+
+    ``class_weights`` is ``torch.nn.functional.cross_entropy``'s ``weight``, with its
+    normalization: with integer labels ``"mean"`` divides by :math:`\sum_i w_{t_i}` over the
+    counted examples (times ``weights`` where given), so
+    ``softmax_cross_entropy(x, y, class_weights=w, ignore_index=255,
+    label_smoothing=ε, reduction="mean")`` is ``F.cross_entropy(x, y, weight=w,
+    ignore_index=255, label_smoothing=ε)``. With probability targets ``"mean"`` divides by
+    the number of examples (PyTorch's rule too). ``alpha`` never enters the denominator.
 
     Args:
         logits: ``(..., C, ...)`` real floating with the classes along ``axis`` (a
@@ -343,24 +316,33 @@ def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
             [0, 1], each row summing to 1 within ``max(C·ε, 1e-5)``, else a ValueError
             where arrays are concrete). −inf masks a class (probability 0): the loss is
             that of the row without it; −inf on the label's class gives +inf (as
-            PyTorch), as does any −inf class under label smoothing (it gets ε / C of
-            the target); a row of all −inf gives 0. Gradients stay finite in each case
-            and for every finite logit up to ±3.4e38; a loss past the dtype's largest
-            number is +inf, never NaN.
-        labels: integer class indices with the shape of ``logits`` minus ``axis``; values in
-            [0, C), negative to ignore. Labels ≥ C raise a ValueError (checked where arrays
-            are concrete: NumPy, PyTorch and eager JAX, not inside a trace).
+            PyTorch), as does any −inf class with a nonzero target (label smoothing
+            gives it ε / C); a row of all −inf gives 0. Gradients stay finite in each
+            case and for every finite logit up to ±3.4e38; a loss past the dtype's
+            largest number is +inf, never NaN.
+        labels: integer class indices with the shape of ``logits`` minus ``axis``, values
+            in [0, C), negative (or ``ignore_index``) to ignore; labels ≥ C raise a
+            ValueError (checked where arrays are concrete: NumPy, PyTorch and eager JAX,
+            not inside a trace). Or probability targets: a real floating array of the
+            logits' shape, values in [0, 1] (mixup, distillation; rows need not sum to 1:
+            the loss is linear in them). Unsigned labels (a ``uint8`` mask) are accepted.
         alpha: None, a number in [0, 1], or a per-class vector of C values in [0, 1] (a
             sequence or an array of the logits' library).
         gamma: focusing parameter, ``>= 0``.
         axis: the class axis of ``logits``.
-        weights: broadcasts to the per-example loss shape (that of ``labels``).
-        reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (over the examples
-            with a label ≥ 0, weighted when ``weights`` is given, or divided by
-            ``max(normalizer, 1)``; 0 with a zero gradient when nothing is counted).
+        weights: broadcasts to the per-example loss shape (that of ``labels``, or of the
+            logits without ``axis``).
+        reduction: ``"none"`` (per example), ``"sum"`` or ``"mean"`` (over the counted
+            examples, weighted by ``weights`` and ``class_weights`` as above, or divided
+            by ``max(normalizer, 1)``; 0 with a zero gradient when nothing is counted).
         normalizer: as in :func:`sigmoid_focal_loss`.
         from_logits: ``True`` for logits, ``False`` for probabilities.
-        label_smoothing: ε in [0, 1).
+        label_smoothing: ε in [0, 1), applied to probability targets too
+            (:math:`t \leftarrow (1 - ε) t + ε / C`, as PyTorch does).
+        class_weights: None or a per-class vector of C finite values ≥ 0 (a sequence or an
+            array of the logits' library).
+        ignore_index: None or an integer label value to ignore besides the negative ones
+            (255, the segmentation convention); integer labels only.
 
     Returns:
         Per-example loss with the shape of ``labels`` (``"none"``) or a 0-d array; dtype of
@@ -377,24 +359,36 @@ def softmax_focal_loss(logits: Array, labels: Array, /, *, alpha: Any = None,
     References:
         Lin et al., *Focal Loss for Dense Object Detection*, ICCV 2017 (arXiv:1708.02002).
     """
+    _check_not_called_by_keras("softmax_focal_loss", "SoftmaxFocalLoss")
     return _softmax_loss(logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
                          reduction=reduction, normalizer=normalizer, from_logits=from_logits,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, class_weights=class_weights,
+                         ignore_index=ignore_index, function="softmax_focal_loss",
+                         keras_class="SoftmaxFocalLoss")
 
 
-def softmax_cross_entropy(logits: Array, labels: Array, /, *, alpha: Any = None,
-                          axis: int = -1, weights: Array | None = None,
-                          reduction: str = "none", normalizer: Any = None,
-                          from_logits: bool = True, label_smoothing: float = 0.0) -> Array:
-    r"""Softmax cross-entropy over integer labels, optionally class-balanced.
+def softmax_cross_entropy(logits: ArrayT, labels: ArrayLike, /, *,
+                          alpha: Number | Sequence[float] | ArrayLike | None = None,
+                          axis: int = -1, weights: ArrayLike | None = None,
+                          reduction: Reduction = "none",
+                          normalizer: Number | ArrayLike | None = None,
+                          from_logits: bool = True, label_smoothing: Number = 0.0,
+                          class_weights: Sequence[float] | ArrayLike | None = None,
+                          ignore_index: Integer | None = None) -> ArrayT:
+    r"""Softmax cross-entropy over integer labels or probability targets, optionally
+    class-weighted.
 
     .. math::
 
-        \mathrm{CE} = -\alpha_t \log p_t = -\alpha_t \left(x_t - \log \sum_j e^{x_j}\right)
+        \mathrm{CE} = -\alpha_t w_t \log p_t
+        = -\alpha_t w_t \left(x_t - \log \sum_j e^{x_j}\right)
 
-    Equal to :func:`softmax_focal_loss` with ``gamma=0``; with label smoothing ε,
-    :math:`-\sum_j t_j \alpha_j \log p_j`. Negative labels are ignored (zero loss, not
-    counted), as ``ignore_index`` does in PyTorch.
+    Equal to :func:`softmax_focal_loss` with ``gamma=0``; with probability targets or label
+    smoothing, :math:`-\sum_j t_j \alpha_j w_j \log p_j`. Ignored labels (negative, or
+    equal to ``ignore_index``) give 0 and are not counted. With ``class_weights`` (w),
+    ``ignore_index`` and ``label_smoothing``, ``reduction="mean"`` equals PyTorch's
+    ``F.cross_entropy(weight=, ignore_index=, label_smoothing=)`` (the denominator is
+    :math:`\sum_i w_{t_i}`); see :func:`softmax_focal_loss`.
 
     Args:
         logits: as in :func:`softmax_focal_loss`.
@@ -406,6 +400,8 @@ def softmax_cross_entropy(logits: Array, labels: Array, /, *, alpha: Any = None,
         normalizer: as in :func:`softmax_focal_loss`.
         from_logits: as in :func:`softmax_focal_loss`.
         label_smoothing: as in :func:`softmax_focal_loss`.
+        class_weights: as in :func:`softmax_focal_loss`.
+        ignore_index: as in :func:`softmax_focal_loss`.
 
     Returns:
         As :func:`softmax_focal_loss`.
@@ -416,13 +412,21 @@ def softmax_cross_entropy(logits: Array, labels: Array, /, *, alpha: Any = None,
         >>> probs = np.array([[0.1, 0.9], [0.8, 0.2]])
         >>> softmax_cross_entropy(probs, np.array([1, 0]), from_logits=False).round(4)
         array([0.1054, 0.2231])
+        >>> # PyTorch's F.cross_entropy(x, y, weight=w, ignore_index=255): Σ w[y]·ℓ / Σ w[y]
+        >>> x = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [1.0, 3.0, 0.0]])
+        >>> softmax_cross_entropy(x, np.array([0, 255, 1]), class_weights=[1.0, 2.0, 1.0],
+        ...                       ignore_index=255, reduction="mean").round(4)
+        np.float64(0.1698)
     """
+    _check_not_called_by_keras("softmax_cross_entropy", "SoftmaxCrossEntropy")
     return _softmax_loss(logits, labels, alpha=alpha, gamma=0.0, axis=axis, weights=weights,
                          reduction=reduction, normalizer=normalizer, from_logits=from_logits,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, class_weights=class_weights,
+                         ignore_index=ignore_index, function="softmax_cross_entropy",
+                         keras_class="SoftmaxCrossEntropy")
 
 
-def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
+def one_hot(labels: ArrayT, num_classes: Integer, /, *, dtype: Any = None) -> ArrayT:
     """One-hot encode integer labels along a new last axis; negative labels give all zeros.
 
     This is how matcher labels (gt class, ``BACKGROUND`` = −1, ``IGNORE`` = −2) become the
@@ -452,9 +456,10 @@ def one_hot(labels: Array, num_classes: int, /, *, dtype: Any = None) -> Array:
             or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     num_classes = int(num_classes)
+    lab: Any = labels
     v.eager_check(
-        [labels],
-        lambda: xp.any(labels >= num_classes),
+        [lab],
+        lambda: xp.any(lab >= num_classes),
         lambda: f"labels must be < num_classes = {num_classes}; found a label >= "
         f"{num_classes}",
     )

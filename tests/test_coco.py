@@ -62,7 +62,7 @@ def test_sample_is_shipped_and_parses(sample):
 
 def test_sample_seed_image_has_three_persons(sample):
     ann = sample.annotations(123)
-    # the seed note's [x, y, w, h] boxes, as xyxy
+    # the source note's [x, y, w, h] boxes, as xyxy
     np.testing.assert_array_equal(
         ann.boxes, [[100, 100, 150, 250], [250, 50, 330, 250], [400, 150, 460, 330]])
     assert ann.boxes.dtype == np.float64

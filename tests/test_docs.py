@@ -57,7 +57,8 @@ def test_getting_started_examples_run():
         exec(code, namespace)
 
 
-@pytest.mark.parametrize("page", ["rcnn.md", "focal-variants.md", "assigners.md"])
+@pytest.mark.parametrize("page", ["rcnn.md", "focal-variants.md", "assigners.md", "torch.md",
+                                  "migration.md"])
 def test_guide_page_examples_run(page):
     """The python blocks of a guide page run top to bottom in one namespace (the R-CNN
     recipe: NumPy, a jitted JAX step, PyTorch autograd)."""

@@ -61,7 +61,7 @@ def test_threshold_boundaries_are_exact(xp, dtype):
 
 @pytest.mark.parametrize(("high", "low", "expected"), [
     (0.5, 0.4, [0, 0, B, B]),  # RetinaNet
-    (0.5, 0.3, [0, 0, N, B]),  # the seed note
+    (0.5, 0.3, [0, 0, N, B]),  # the source note
     (0.7, 0.3, [0, N, N, B]),  # RPN
 ])
 def test_threshold_presets(xp, high, low, expected):

@@ -72,14 +72,16 @@ def run(formula: Formula, x: Array, aux: tuple, *, xp: Any, axis: int, with_grad
     kinds = formula.aux_kinds
     x_shape, row_shape, block_axis, blocks = _layout(formula, tuple(x.shape), axis, block)
     xv = xp.reshape(x, x_shape)
-    auxv = [xp.reshape(a, row_shape) if k == "row" else a
+    shapes = {"row": row_shape, "element": x_shape}
+    auxv = [xp.reshape(a, shapes[k]) if k in shapes else a
             for a, k in zip(aux, kinds, strict=True)]
     dev = device_of(x)
-    grad = xp.empty(x_shape, dtype=x.dtype, device=dev) if with_grad else None
-    loss = None if summed else xp.empty(row_shape, dtype=x.dtype, device=dev)
+    grad: Any = xp.empty(x_shape, dtype=x.dtype, device=dev) if with_grad else None
+    loss: Any = None if summed else xp.empty(row_shape, dtype=x.dtype, device=dev)
     parts = []
     for xi, ri in blocks:
-        part = [a[ri] if k == "row" else a for a, k in zip(auxv, kinds, strict=True)]
+        part = [a[ri] if k == "row" else a[xi] if k == "element" else a
+                for a, k in zip(auxv, kinds, strict=True)]
         f = formula.specialize(*part, xp=xp) if specialize else formula
         lb, gb = f.terms(xv[xi], *part, xp=xp, axis=block_axis, with_grad=with_grad)
         if summed:

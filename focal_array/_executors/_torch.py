@@ -78,7 +78,7 @@ class _Apply(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple:
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple:  # pyright: ignore[reportIncompatibleMethodOverride]
         x, *rest = ctx.saved_tensors
         aux, saved = rest[:ctx.n_aux], rest[ctx.n_aux:]
         if saved and not torch.is_grad_enabled():
@@ -131,4 +131,5 @@ def evaluate_with_grad(formula: Formula, x: torch.Tensor, aux: tuple, *, axis: i
     if x_grad or aux_grad or is_tracing(x, *aux):
         return formula.value_and_grad(x, *aux, xp=xp, axis=axis)
     loss, grad = _blocked_terms(formula, x, aux, axis, with_grad=True)
+    assert grad is not None  # with_grad=True always gives one
     return loss, grad

@@ -12,8 +12,9 @@ reduce. Adding a loss means writing a formula here, nothing in a backend.
 Shapes. An *elementwise* formula (``rowwise = False``) maps logits ``x`` and auxiliary
 arrays of ``x``'s shape (targets) to a loss of ``x``'s shape. A *row-wise* formula
 (``rowwise = True``) reduces over a class axis ``axis`` of ``x``: its auxiliary arrays have
-``x``'s shape without that axis (labels), or are per-class vectors of shape ``(C,)`` (see
-:attr:`Formula.aux_kinds`), and its loss has the row shape. The derivative always has
+``x``'s shape without that axis (labels), ``x``'s own shape (probability targets), or are
+per-class vectors of shape ``(C,)`` (see :attr:`Formula.aux_kinds`), and its loss has the
+row shape. The derivative always has
 ``x``'s shape: that of ``sum(loss)``.
 
 Formulas are hashable (JAX takes them as static arguments) and never branch on data, so
@@ -26,10 +27,11 @@ from .base import Formula
 from .distribution import DistributionFocal
 from .poly import SigmoidPoly1, SoftmaxPoly1
 from .sigmoid import SigmoidFocal, SigmoidFocalLabels, SigmoidFocalProbs
-from .softmax import SoftmaxFocal, SoftmaxFocalProbs, SoftmaxFocalSmoothed
+from .softmax import SoftmaxFocal, SoftmaxFocalProbs, SoftmaxFocalSmoothed, SoftmaxFocalSoft
 from .variants import QualityFocal, SigmoidFocalStar, Varifocal
 
 __all__ = ["DistributionFocal", "Formula", "QualityFocal", "SigmoidFocal",
            "SigmoidFocalLabels", "SigmoidFocalProbs", "SigmoidFocalStar", "SigmoidPoly1",
-           "SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed", "SoftmaxPoly1",
+           "SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed", "SoftmaxFocalSoft",
+           "SoftmaxPoly1",
            "Varifocal"]

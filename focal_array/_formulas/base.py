@@ -27,13 +27,16 @@ class Formula:
     @property
     def aux_kinds(self) -> tuple[str, ...]:
         """One entry per auxiliary array: ``"row"`` (the logits' shape, or the row shape for
-        a row-wise formula: cut into blocks with the logits) or ``"class"`` (a ``(C,)``
-        per-class vector, passed whole)."""
+        a row-wise formula: cut into blocks with the logits), ``"element"`` (the logits'
+        own shape in a row-wise formula, e.g. probability targets: cut with the logits) or
+        ``"class"`` (a ``(C,)`` per-class vector, passed whole)."""
         return ("row",)
 
-    def terms(self, x: Array, *aux: Array, xp: Any, axis: int, with_grad: bool
-              ) -> tuple[Array, Array | None]:
-        """(loss, d sum(loss) / dx or None); ``axis`` is the class axis (row-wise only)."""
+    def terms(self, *args: Any, **kwargs: Any) -> tuple[Array, Array | None]:
+        """(loss, d sum(loss) / dx or None); ``axis`` is the class axis (row-wise only).
+
+        Called as ``terms(x, *aux, xp=xp, axis=axis, with_grad=with_grad)``; each subclass
+        names its own auxiliary arrays (hence the open signature here)."""
         raise NotImplementedError
 
     def loss_shape(self, shape: tuple[int, ...], axis: int = -1) -> tuple[int, ...]:
@@ -42,8 +45,10 @@ class Formula:
             return tuple(shape)
         return tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
 
-    def specialize(self, *aux: Array, xp: Any) -> Formula:
+    def specialize(self, *aux: Any, **kwargs: Any) -> Formula:
         """An equivalent formula that is cheaper for these auxiliary values, or ``self``.
+
+        Called as ``specialize(*aux, xp=xp)``.
 
         Only eager executors call it, on concrete blocks (it may read data); the result
         must give the same numbers to rounding.

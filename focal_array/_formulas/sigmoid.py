@@ -111,6 +111,7 @@ class SigmoidFocal(Formula):
         log1p_e = xp.log1p(ep * en)
         bce = y * xp.maximum(-x, zero) + hard_neg * xp.maximum(x, zero) + log1p_e
         loss, grad = bce, None
+        p = s = zero  # replaced below whenever they are read
         if gamma or with_grad:
             inv = one / (ep + en)
             p, s = ep * inv, en * inv

@@ -51,7 +51,7 @@ from .._namespace import constant, stop_gradient
 from .._stable import modulating, one_hot_mask, safe_log
 from .base import Formula
 
-__all__ = ["SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed"]
+__all__ = ["SoftmaxFocal", "SoftmaxFocalProbs", "SoftmaxFocalSmoothed", "SoftmaxFocalSoft"]
 
 Array = Any
 
@@ -228,50 +228,58 @@ class SoftmaxFocalSmoothed(_SoftmaxFormula):
 
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
-        zero, one, two = (constant(xp, c, x) for c in (0.0, 1.0, 2.0))
-        half, neg_inf = constant(xp, 0.5, x), constant(xp, -float("inf"), x)
         num_classes = x.shape[axis]
         mask = one_hot_mask(labels, num_classes, axis=axis, xp=xp)
-        m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
-        alive = m != neg_inf  # some class is left (NaN included: it propagates)
-        x = xp.where(alive, x, zero)
-        m = xp.where(alive, m, zero)
-        h, err = _two_sum(x * half, -(m * half))
-        finite = h != neg_inf  # False at −inf logits only
-        # the two-sum error is NaN at a −inf logit, whose e^z is exactly 0 anyway
-        e = xp.exp(two * h) * (one + two * xp.where(finite, err, zero))
-        top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
-        rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
-        # z_top is 0 in value, but carries the derivative of the shift-free e_top
-        z_top = xp.sum(xp.where(top, two * h, zero), axis=axis, keepdims=True)
-        lse = xp.log1p(xp.expm1(z_top) + rest)
-        q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(two * h - lse))
         w = xp.where(mask, constant(xp, 1.0 - self.smoothing + self.smoothing / num_classes, x),
                      constant(xp, self.smoothing / num_classes, x))
         if alpha_vec:
             w = _class_vector(alpha_vec[0], x.ndim, axis, xp=xp) * w
-        # Σ_j w_j q_j^γ (Λ − z_j) = Λ Σ w q^γ + 2 Σ w q^γ (−h): each term ≥ 0, none
-        # overflowing unless the loss does
-        nh = -xp.where(finite, h, zero)
-        mod = modulating(q, self.gamma, xp=xp)
-        if mod is None:
-            wm, lin = w, w * nh
-        else:
-            wm = w * mod
-            # autodiff of q^γ · (−h) gives dq^γ · (−h), which overflows with −h (≥ 1e38)
-            # where dq^γ is exactly 0 (e^z = 0 below z ≈ −745): the same value, with the
-            # derivative's −h capped there
-            mod_c = stop_gradient(xp, mod)
-            lin = w * (mod_c * nh + (mod - mod_c) * xp.minimum(nh, constant(xp, _FAR, x)))
-        # at a −inf logit, w q^γ (−h) is +inf; its value comes from a constant weight,
-        # since autodiff would meet d(q^γ) · inf = 0 · inf (the limit is 0: p log p → 0),
-        # and a zero weight (α_j = 0) weighs the class out, inf or not
-        w_c = stop_gradient(xp, wm)
-        masked = xp.where(finite, zero, xp.where(w_c > zero, -h, zero) * w_c)
-        lin = xp.sum(lin + masked, axis=axis, keepdims=True)
-        loss = lse * xp.sum(wm, axis=axis, keepdims=True) + two * lin
-        loss = xp.where(alive, loss, zero)
+        loss = _weighted_terms(x, w, self.gamma, axis=axis, xp=xp)
         return _ignored_zero(xp, xp.squeeze(loss, axis=axis), labels), None
+
+
+def _weighted_terms(x: Array, w: Array, gamma: float, *, axis: int, xp: Any) -> Array:
+    """Σ_j w_j (1 − p_j)^γ (−log p_j) along ``axis`` (kept, size 1), p = softmax(x), for
+    per-class weights w ≥ 0 of ``x``'s shape (a target distribution times α): see
+    :class:`SoftmaxFocalSmoothed` for the numerics."""
+    zero, one, two = (constant(xp, c, x) for c in (0.0, 1.0, 2.0))
+    half, neg_inf = constant(xp, 0.5, x), constant(xp, -float("inf"), x)
+    num_classes = x.shape[axis]
+    m = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
+    alive = m != neg_inf  # some class is left (NaN included: it propagates)
+    x = xp.where(alive, x, zero)
+    m = xp.where(alive, m, zero)
+    h, err = _two_sum(x * half, -(m * half))
+    finite = h != neg_inf  # False at −inf logits only
+    # the two-sum error is NaN at a −inf logit, whose e^z is exactly 0 anyway
+    e = xp.exp(two * h) * (one + two * xp.where(finite, err, zero))
+    top = one_hot_mask(xp.argmax(x, axis=axis), num_classes, axis=axis, xp=xp)
+    rest = xp.sum(xp.where(top, zero, e), axis=axis, keepdims=True)
+    # z_top is 0 in value, but carries the derivative of the shift-free e_top
+    z_top = xp.sum(xp.where(top, two * h, zero), axis=axis, keepdims=True)
+    lse = xp.log1p(xp.expm1(z_top) + rest)
+    q = xp.where(top, rest / (xp.exp(z_top) + rest), -xp.expm1(two * h - lse))
+    # Σ_j w_j q_j^γ (Λ − z_j) = Λ Σ w q^γ + 2 Σ w q^γ (−h): each term ≥ 0, none
+    # overflowing unless the loss does
+    nh = -xp.where(finite, h, zero)
+    mod = modulating(q, gamma, xp=xp)
+    if mod is None:
+        wm, lin = w, w * nh
+    else:
+        wm = w * mod
+        # autodiff of q^γ · (−h) gives dq^γ · (−h), which overflows with −h (≥ 1e38)
+        # where dq^γ is exactly 0 (e^z = 0 below z ≈ −745): the same value, with the
+        # derivative's −h capped there
+        mod_c = stop_gradient(xp, mod)
+        lin = w * (mod_c * nh + (mod - mod_c) * xp.minimum(nh, constant(xp, _FAR, x)))
+    # at a −inf logit, w q^γ (−h) is +inf; its value comes from a constant weight,
+    # since autodiff would meet d(q^γ) · inf = 0 · inf (the limit is 0: p log p → 0),
+    # and a zero weight (α_j = 0, or a zero target) weighs the class out, inf or not
+    w_c = stop_gradient(xp, wm)
+    masked = xp.where(finite, zero, xp.where(w_c > zero, -h, zero) * w_c)
+    lin = xp.sum(lin + masked, axis=axis, keepdims=True)
+    loss = lse * xp.sum(wm, axis=axis, keepdims=True) + two * lin
+    return xp.where(alive, loss, zero)
 
 
 def _smoothed_sum(xp: Any, log_p: Array, q: Array, mask: Array, alpha_vec: tuple,
@@ -319,3 +327,44 @@ class SoftmaxFocalProbs(_SoftmaxFormula):
         if alpha_vec:
             loss = _alpha_t(xp, alpha_vec[0], labels) * loss
         return _ignored_zero(xp, loss, labels), None
+
+
+@dataclass(frozen=True)
+class SoftmaxFocalSoft(_SoftmaxFormula):
+    """Σ_j t_j α_j (1 − p_j)^γ (−log p_j) for probability targets t of the logits' shape
+    (mixup, distillation), smoothed as t ← (1 − ε) t + ε / C; from logits (the numerics of
+    :class:`SoftmaxFocalSmoothed`: a zero target weighs its class out, −inf logit or not)
+    or, with ``from_logits=False``, from probabilities (log p floored as in
+    :class:`SoftmaxFocalProbs`). The loss is linear in t: rows need not sum to 1, and an
+    all-zero row gives 0. No analytic derivative: the backends' autodiff differentiates it,
+    with respect to the targets too.
+
+    Auxiliary arrays: the targets (the logits' shape) and, when ``alpha`` is set, the
+    per-class vector ``(C,)``.
+    """
+
+    smoothing: float
+    from_logits: bool = True
+
+    has_grad: ClassVar[bool] = False
+
+    @property
+    def aux_kinds(self) -> tuple[str, ...]:
+        return ("element", "class") if self.alpha else ("element",)
+
+    def terms(self, x: Array, targets: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
+              with_grad: bool) -> tuple[Array, Array | None]:
+        t = targets
+        if self.smoothing:
+            t = t * constant(xp, 1.0 - self.smoothing, x) + constant(
+                xp, self.smoothing / x.shape[axis], x)
+        if alpha_vec:
+            t = _class_vector(alpha_vec[0], x.ndim, axis, xp=xp) * t
+        if self.from_logits:
+            return xp.squeeze(_weighted_terms(x, t, self.gamma, axis=axis, xp=xp),
+                              axis=axis), None
+        loss = -safe_log(x, xp=xp) * t
+        mod = modulating(constant(xp, 1.0, x) - x, self.gamma, xp=xp)
+        if mod is not None:
+            loss = mod * loss
+        return xp.sum(loss, axis=axis), None
