@@ -42,6 +42,7 @@ from ._namespace import (
     stop_gradient,
 )
 from ._namespace import pinned as _pinned
+from ._typing import ArrayT, Integer
 
 __all__ = ["INSIDE_EPS", "atss_assign"]
 
@@ -187,8 +188,8 @@ def _atss_body(anchors: Any, gts: Any, valid: Any, *, levels: tuple[int, ...], t
 # --------------------------------------------------------------------------- public
 
 
-def atss_assign(anchors: Any, gt_boxes: Any, /, *, num_anchors_per_level: Sequence[int],
-                gt_valid: Any = None, topk: int = 9) -> Any:
+def atss_assign(anchors: ArrayT, gt_boxes: ArrayT, /, *, num_anchors_per_level: Sequence[int],
+                gt_valid: ArrayT | None = None, topk: Integer = 9) -> ArrayT:
     """Assign anchors to ground truths by adaptive training sample selection (ATSS).
 
     For each real gt ``g``: on every pyramid level ``l`` the ``k_l = min(topk, A_l)``

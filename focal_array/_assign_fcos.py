@@ -31,6 +31,7 @@ from typing import Any
 from ._box_common import _batch_shape, _common_dtype, _coords, _prepare, check_boxes, quiet
 from ._matching import BACKGROUND, _check_mask, _index_dtype, _run
 from ._namespace import constant, device_of, namespace, pinned, stop_gradient
+from ._typing import ArrayT, Number
 from ._validate import check_integer, check_number, check_same_shape
 
 __all__ = ["centerness_targets", "fcos_assign"]
@@ -170,8 +171,9 @@ def _centerness_body(anchors: Any, boxes: Any, matched: Any, *, xp: Any) -> Any:
 # --------------------------------------------------------------------------- public
 
 
-def fcos_assign(anchors: Any, gt_boxes: Any, /, *, num_anchors_per_level: Sequence[int],
-                gt_valid: Any = None, center_sampling_radius: float = 1.5) -> Any:
+def fcos_assign(anchors: ArrayT, gt_boxes: ArrayT, /, *, num_anchors_per_level: Sequence[int],
+                gt_valid: ArrayT | None = None, center_sampling_radius: Number = 1.5
+                ) -> ArrayT:
     """Assign each FCOS location the ground truth it regresses, as torchvision's FCOS does.
 
     For location ``a`` with centre ``(x, y)`` and size ``s = x2 - x1`` of its anchor (one
@@ -248,7 +250,8 @@ def fcos_assign(anchors: Any, gt_boxes: Any, /, *, num_anchors_per_level: Sequen
                 batch=batch)
 
 
-def centerness_targets(anchors: Any, boxes: Any, /, *, matched: Any = None) -> Any:
+def centerness_targets(anchors: ArrayT, boxes: ArrayT, /, *, matched: ArrayT | None = None
+                       ) -> ArrayT:
     """FCOS centerness target of each location against the box it regresses.
 
     With ``(x, y)`` the anchor's centre and ``l = x − x1``, ``t = y − y1``,

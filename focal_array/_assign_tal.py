@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal
 
 from ._box_common import check_boxes
 from ._matching import BACKGROUND, _check_mask, _index_dtype, _run
@@ -23,6 +23,7 @@ from ._namespace import (
     pinned,
     stop_gradient,
 )
+from ._typing import ArrayT, Integer, IouKind, Number
 from ._validate import (
     check_choice,
     check_floating,
@@ -231,12 +232,14 @@ def _check_scores(xp: Any, scores: Any) -> None:
 # --------------------------------------------------------------------------- public
 
 
-def task_aligned_assign(scores: Any, pred_boxes: Any, anchor_points: Any, gt_labels: Any,
-                        gt_boxes: Any, /, *, gt_valid: Any = None, topk: int = 13,
-                        alpha: float = 1.0, beta: float = 6.0, iou: str = "iou",
-                        contested: str = "selecting", topk_from: str = "candidates",
-                        positive_only: bool = False, center_eps: float = 1e-9,
-                        eps: float = 1e-9) -> dict[str, Any]:
+def task_aligned_assign(scores: ArrayT, pred_boxes: ArrayT, anchor_points: ArrayT,
+                        gt_labels: ArrayT, gt_boxes: ArrayT, /, *,
+                        gt_valid: ArrayT | None = None, topk: Integer = 13,
+                        alpha: Number = 1.0, beta: Number = 6.0, iou: IouKind = "iou",
+                        contested: Literal["selecting", "all"] = "selecting",
+                        topk_from: Literal["candidates", "anchors"] = "candidates",
+                        positive_only: bool = False, center_eps: Number = 1e-9,
+                        eps: Number = 1e-9) -> dict[str, ArrayT]:
     """Assign anchor points to ground truths by TOOD's task alignment (YOLOv8's TAL).
 
     For gt ``g`` of class ``c_g`` and anchor ``a`` with predicted box ``p_a``:

@@ -63,15 +63,20 @@ def resolve_backend(name: str) -> Backend:
         UsageError: the library is not installed.
     """
     if name == "numpy":
-        import array_api_compat.numpy as xp
+        import array_api_compat.numpy as np_xp
 
-        return Backend(name, xp)
+        return Backend(name, np_xp)
     hint = f"pip install 'focal-array[{name}]'"
+    xp: Any
     try:
         if name == "jax":
-            import jax.numpy as xp
+            import jax.numpy as jnp
+
+            xp = jnp
         elif name == "torch":
-            import array_api_compat.torch as xp
+            import array_api_compat.torch as torch_xp
+
+            xp = torch_xp
 
             # torch itself too: the compat wrapper may be cached while torch is unavailable
             import torch  # noqa: F401

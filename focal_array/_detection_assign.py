@@ -100,6 +100,7 @@ def assign(assigner: str, *, anchors: Any, gt_boxes: Any, gt_labels: Any, gt_val
                                 **match_options)
     elif assigner in ("fcos", "atss"):
         run = fcos_assign if assigner == "fcos" else atss_assign
+        assert levels is not None  # check_assigner_options requires them for these two
         matched = run(anchors, gt_boxes, num_anchors_per_level=levels, gt_valid=gt_valid,
                       **options)
     else:

@@ -308,10 +308,9 @@ def _match_anchors_body(anchors: Any, gts: Any, valid: Any, crowd: Any, *, high:
     ok = valid
     if crowd is not None:
         ok = ~crowd if ok is None else ok & ~crowd
-    options = {"high": high, "low": low, "allow_low_quality": allow_low_quality, "tol": tol,
-               "rule": rule}
     iou, in_crowd, scratch = _gt_major_quality(anchors, gts, ok, crowd, crowd_ioa, xp)
-    matched = _match_gt_major(iou, scratch, **options, xp=xp)
+    matched = _match_gt_major(iou, scratch, high=high, low=low,
+                              allow_low_quality=allow_low_quality, tol=tol, rule=rule, xp=xp)
     if in_crowd is not None:
         not_positive = matched < _int_constant(xp, 0, matched)
         matched = _select(not_positive & in_crowd, _int_constant(xp, IGNORE, matched),

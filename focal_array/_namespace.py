@@ -65,7 +65,7 @@ def namespace(**arrays: Any) -> Any:
                 f"{name} must be an array (NumPy, JAX, PyTorch or another Array API library), "
                 f"got {type(a).__name__}"
             )
-    keys = {}
+    keys: dict[Any, str] = {}
     for name, a in present.items():
         keys.setdefault(_library_key(a), name)
     if len(keys) > 1:

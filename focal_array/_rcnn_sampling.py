@@ -70,7 +70,7 @@ def _is_jax_key(rng: Any) -> bool:
     import jax
     import jax.numpy as jnp
 
-    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
         return rng.ndim == 0
     return rng.dtype == jnp.uint32 and tuple(rng.shape) == (2,)
 
@@ -220,6 +220,7 @@ def sample_kernel(labels: Any, source: Any, *, kind: str, num_samples: int, max_
     i32 = lambda v: xp.asarray(v, dtype=xp.int32, device=dev)  # noqa: E731
     category = xp.where(fg, i32(0), xp.where(bg, i32(1), i32(2)))
     comp = category * i32(2**KEY_BITS) + keys
+    order = None
     if return_indices:
         order = xp.argsort(comp, axis=-1, stable=True)
         ordered = xp.take_along_axis(comp, order, axis=-1)

@@ -29,6 +29,7 @@ from ._namespace import (
     device_of,
     is_jax,
 )
+from ._typing import Number
 from .box_coder import _encode_deltas
 from .boxes import _batch_shape
 from .losses import softmax_cross_entropy, softmax_focal_loss
@@ -75,7 +76,7 @@ def _class_deltas(deltas: Array, labels: Array, k: int, xp: Any) -> Array:
 
 
 def _match_proposals(proposals: Array, gt_boxes: Array, gt_labels: Array, gt_valid: Any,
-                     proposal_valid: Any, *, high: float, low: float,
+                     proposal_valid: Any, *, high: Number, low: Number,
                      weights: tuple[float, ...], num_classes: int, xp: Any
                      ) -> tuple[Array, Array]:
     """``assign_targets(..., high, low, allow_low_quality_matches=False)``'s matches as

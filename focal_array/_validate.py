@@ -11,7 +11,7 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import array_api_compat
 
@@ -104,7 +104,8 @@ def check_number(name: str, value: Any, *, low: float | None = None,
     """
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, *_symbolic_types())):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = value if isinstance(value, _symbolic_types()) else float(value)
+    number: Any = value  # a real number: a float, or a symbolic one kept as it is
+    v: Any = number if isinstance(number, _symbolic_types()) else float(number)
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
@@ -122,8 +123,9 @@ def check_number(name: str, value: Any, *, low: float | None = None,
 def _symbolic_types() -> tuple[type, ...]:
     """The symbolic number types of an imported torch (none otherwise)."""
     torch = sys.modules.get("torch")
-    sym = getattr(torch, "SymFloat", None) if torch is not None else None
-    return (sym, torch.SymInt) if sym is not None else ()
+    if torch is None or getattr(torch, "SymFloat", None) is None:
+        return ()
+    return (torch.SymFloat, torch.SymInt)
 
 
 def is_number(value: Any) -> bool:
@@ -133,7 +135,7 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (numbers.Real, *_symbolic_types()))
 
 
-def is_array(value: Any) -> bool:
+def is_array(value: Any) -> TypeGuard[Any]:
     """True for an array of some Array API library; never for a (symbolic) number, which
     ``array_api_compat.is_array_api_obj`` would probe with ``hasattr`` (a graph break
     under ``torch.compile``)."""
@@ -168,9 +170,10 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """Turn a possibly negative axis into a non-negative one, checking it is in range."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {axis!r}")
-    if not -ndim <= axis < ndim:
+    index = int(axis)
+    if not -ndim <= index < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimensions")
-    return int(axis) % ndim
+    return index % ndim
 
 
 def first_true_index(xp: Any, mask: Any) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ._box_common import _batch_shape, _common_dtype, _coords, _prepare, check_boxes, quiet
 from ._namespace import constant, device_of, is_tracing, namespace
+from ._typing import ArrayT, Number
 from ._validate import eager_check, first_true_index
 
 __all__ = ["DEFAULT_DECODE_CLAMP", "decode", "encode"]
@@ -115,8 +116,8 @@ def _check_positive_sides(xp: Any, boxes: Any, name: str, why: str) -> None:
     eager_check([boxes], lambda: xp.any(bad), message)
 
 
-def encode(anchors: Any, boxes: Any, /, *,
-           weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Any:
+def encode(anchors: ArrayT, boxes: ArrayT, /, *,
+           weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> ArrayT:
     """Encode ``xyxy`` boxes as Faster R-CNN regression deltas relative to anchors.
 
     .. math::
@@ -182,9 +183,9 @@ def encode(anchors: Any, boxes: Any, /, *,
     return deltas
 
 
-def decode(anchors: Any, deltas: Any, /, *,
+def decode(anchors: ArrayT, deltas: ArrayT, /, *,
            weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-           clamp: float | None = DEFAULT_DECODE_CLAMP) -> Any:
+           clamp: Number | None = DEFAULT_DECODE_CLAMP) -> ArrayT:
     """Decode Faster R-CNN regression deltas into ``xyxy`` boxes (inverse of :func:`encode`).
 
     .. math::

@@ -51,6 +51,7 @@ from ._box_common import (
     scaled_area,
 )
 from ._namespace import constant, is_tracing, namespace
+from ._typing import ArrayT, BoxFormat
 from ._validate import check_choice
 from .box_coder import DEFAULT_DECODE_CLAMP, decode, encode
 
@@ -145,7 +146,7 @@ def _plain(xp: Any, a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- formats
 
 
-def convert(boxes: Any, /, src: str, dst: str) -> Any:
+def convert(boxes: ArrayT, /, src: BoxFormat, dst: BoxFormat) -> ArrayT:
     """Convert boxes between the ``xyxy``, ``xywh`` (COCO) and ``cxcywh`` formats.
 
     .. math::
@@ -190,7 +191,7 @@ def convert(boxes: Any, /, src: str, dst: str) -> Any:
     return xp.stack(out, axis=-1)
 
 
-def area(boxes: Any, /) -> Any:
+def area(boxes: ArrayT, /) -> ArrayT:
     """Area of ``xyxy`` boxes: ``(x2 - x1) · (y2 - y1)``.
 
     Args:
@@ -216,7 +217,7 @@ def area(boxes: Any, /) -> Any:
 # --------------------------------------------------------------------------- pairwise
 
 
-def box_iou(boxes1: Any, boxes2: Any, /) -> Any:
+def box_iou(boxes1: ArrayT, boxes2: ArrayT, /) -> ArrayT:
     """Pairwise intersection over union of two sets of ``xyxy`` boxes.
 
     .. math::
@@ -253,7 +254,7 @@ def box_iou(boxes1: Any, boxes2: Any, /) -> Any:
     return _finite_pairs(iou, a, b, xp) if is_tracing(a, b) else iou
 
 
-def generalized_box_iou(boxes1: Any, boxes2: Any, /) -> Any:
+def generalized_box_iou(boxes1: ArrayT, boxes2: ArrayT, /) -> ArrayT:
     """Pairwise generalized IoU (Rezatofighi et al., 2019) of ``xyxy`` boxes.
 
     .. math::
@@ -300,7 +301,7 @@ def generalized_box_iou(boxes1: Any, boxes2: Any, /) -> Any:
     return _finite_pairs(giou, a, b, xp) if is_tracing(a, b) else giou
 
 
-def box_ioa(boxes1: Any, boxes2: Any, /) -> Any:
+def box_ioa(boxes1: ArrayT, boxes2: ArrayT, /) -> ArrayT:
     """Pairwise intersection over the *first* box's area (for crowd regions).
 
     .. math::

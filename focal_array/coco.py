@@ -443,7 +443,7 @@ def load(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
 def sample_path() -> Path:
     """Path of the small COCO-format sample shipped in the package.
 
-    Five 640×480-ish images: the seed note's image (id 123) with three persons, a street
+    Five 640×480-ish images: the source note's image (id 123) with three persons, a street
     with a crowd region, tiny boxes and one zero-width box (dropped on load), a parking lot
     with a crowd of cars, and an image without boxes; categories 1 person, 3 car, 18 dog.
 

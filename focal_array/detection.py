@@ -12,7 +12,7 @@ ever formed.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import array_api_compat
@@ -38,6 +38,20 @@ from ._namespace import (
     stop_gradient,
 )
 from ._stable import one_hot_mask
+from ._typing import (
+    ArrayLike,
+    ArrayT,
+    Assigner,
+    BoxCoding,
+    BoxLoss,
+    BoxWeighting,
+    ClassificationLoss,
+    DenseDetectionLoss,
+    Integer,
+    Normalization,
+    Number,
+    TieRule,
+)
 from .assigners import centerness_targets
 from .box_coder import _check_weights
 from .focal_variants import quality_focal_loss, varifocal_loss
@@ -50,7 +64,7 @@ from .losses import (
 from .matcher import IGNORE, hard_negative_mining
 
 __all__ = ["ASSIGNERS", "BOX_CODINGS", "BOX_LOSSES", "BOX_WEIGHTINGS", "CLASSIFICATION_LOSSES",
-           "NORMALIZATIONS", "dense_detection_loss"]
+           "NORMALIZATIONS", "DenseDetectionLoss", "dense_detection_loss"]
 
 #: ``loss=`` choices: sigmoid focal, sigmoid BCE, softmax CE with hard negative mining,
 #: softmax focal, quality focal (GFL, TOOD), varifocal (VarifocalNet).
@@ -70,7 +84,7 @@ Array = Any
 def _normalizer(normalize: Any, xp: Any) -> Any:
     if isinstance(normalize, str):
         return v.check_choice("normalize", normalize, NORMALIZATIONS)
-    if array_api_compat.is_array_api_obj(normalize):
+    if v.is_array(normalize):
         if normalize.ndim != 0:
             raise ValueError("normalize as an array must be 0-d (a count), got shape "
                              f"{tuple(normalize.shape)}")
@@ -109,24 +123,28 @@ def _soft_classification(loss: str, x: Array, soft: Array, *, alpha: Any, gamma:
     return out
 
 
-def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
-                         gt_boxes: Array, gt_labels: Array, /, *, gt_valid: Array | None = None,
-                         gt_crowd: Array | None = None, loss: str = "focal",
-                         alpha: Any = 0.25, gamma: float = 2.0, box_loss: str = "smooth_l1",
-                         beta: float = 0.1, box_weight: float = 1.0,
-                         normalize: Any = None, assigner: str = "max_iou",
+def dense_detection_loss(cls_logits: ArrayT, box_deltas: ArrayT, anchors: ArrayT,
+                         gt_boxes: ArrayT, gt_labels: ArrayT, /, *,
+                         gt_valid: ArrayT | None = None, gt_crowd: ArrayT | None = None,
+                         loss: ClassificationLoss = "focal",
+                         alpha: Number | Sequence[float] | ArrayLike | None = 0.25,
+                         gamma: Number = 2.0, box_loss: BoxLoss = "smooth_l1",
+                         beta: Number = 0.1, box_weight: Number = 1.0,
+                         normalize: Normalization | Number | ArrayLike | None = None,
+                         assigner: Assigner = "max_iou",
                          num_anchors_per_level: Sequence[int] | None = None,
                          assigner_options: Mapping[str, Any] | None = None,
-                         box_coding: str = "deltas", box_weighting: str | None = None,
-                         centerness_logits: Array | None = None,
-                         high: float = 0.5, low: float = 0.4,
-                         allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
-                         tie_tolerance: float = 0.0, tie_rule: str = "equal",
+                         box_coding: BoxCoding = "deltas",
+                         box_weighting: BoxWeighting | None = None,
+                         centerness_logits: ArrayT | None = None,
+                         high: Number = 0.5, low: Number = 0.4,
+                         allow_low_quality_matches: bool = True, crowd_ioa: Number = 0.5,
+                         tie_tolerance: Number = 0.0, tie_rule: TieRule = "equal",
                          box_coder_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                         neg_pos_ratio: float = 3.0, min_negatives: int = 0,
-                         count_reducer: Callable[[Array], Array] | None = None,
-                         axis_name: Any = None
-                         ) -> dict[str, Array]:
+                         neg_pos_ratio: Number = 3.0, min_negatives: Integer = 0,
+                         count_reducer: Callable[[ArrayT], ArrayT] | None = None,
+                         axis_name: Hashable | None = None
+                         ) -> DenseDetectionLoss[ArrayT]:
     r"""Classification + box-regression loss of a dense detector for a padded batch.
 
     Anchors are assigned to each image's ground truth (``assigner``), then, with :math:`P`
@@ -347,8 +365,9 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     gamma = v.check_number("gamma", gamma, low=0.0)
     beta = v.check_number("beta", beta, low=0.0)
     box_weight = v.check_number("box_weight", box_weight, low=0.0)
+    cls_alpha: Any = alpha  # checked here for the sigmoid losses, by the softmax losses
     if alpha is not None and not softmax:
-        alpha = v.check_number("alpha", alpha, low=0.0, high=1.0)
+        cls_alpha = v.check_number("alpha", alpha, low=0.0, high=1.0)
     coder_weights = _check_weights(box_coder_weights)
     if box_coding == "ltrb" and coder_weights != (1.0, 1.0, 1.0, 1.0):
         raise ValueError("box_coder_weights are weights of the 'deltas' coding; "
@@ -385,7 +404,7 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                                 weights=coder_weights, xp=xp)
             iou = xp.where(positive, paired_iou(pred, boxes, xp=xp), fzero)
             soft = xp.where(one_hot_mask(labels, c, xp=xp), iou[..., None], fzero)
-        per_anchor = xp.sum(_soft_classification(loss, x, soft, alpha=alpha, gamma=gamma),
+        per_anchor = xp.sum(_soft_classification(loss, x, soft, alpha=cls_alpha, gamma=gamma),
                             axis=-1)
         counted = ~ignore
         score_sum = xp.sum(soft, axis=-1)
@@ -394,10 +413,10 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
                                               device=device_of(labels)),
                            labels + 1)  # BACKGROUND → 0, IGNORE → −1 (ignored)
         if loss == "softmax_focal":
-            per_anchor = softmax_focal_loss(x, shifted, alpha=alpha, gamma=gamma)
+            per_anchor = softmax_focal_loss(x, shifted, alpha=cls_alpha, gamma=gamma)
             counted = ~ignore
         else:
-            per_anchor = softmax_cross_entropy(x, shifted, alpha=alpha)
+            per_anchor = softmax_cross_entropy(x, shifted, alpha=cls_alpha)
             counted = hard_negative_mining(stop_gradient(xp, per_anchor), labels,
                                            neg_pos_ratio=neg_pos_ratio,
                                            min_negatives=min_negatives)
@@ -405,7 +424,7 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     else:
         g = gamma if loss == "focal" else 0.0
         # the one-hot targets are formed per element inside the formula, never as a tensor
-        per_anchor = evaluate(SigmoidFocalLabels(alpha=alpha, gamma=g), x, labels, xp=xp,
+        per_anchor = evaluate(SigmoidFocalLabels(alpha=cls_alpha, gamma=g), x, labels, xp=xp,
                               axis=-1)
         counted = ~ignore
         score_sum = pos_f
@@ -423,6 +442,7 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
     box_per_image = xp.sum(xp.where(positive, box_per_anchor, fzero), axis=-1)
     ctr_per_image = None
     if centerness_logits is not None:
+        assert ctr is not None  # computed above whenever centerness_logits is given
         ctr_loss = binary_cross_entropy(xp.astype(centerness_logits, dtype), ctr)
         ctr_per_image = xp.sum(xp.where(positive, ctr_loss, fzero), axis=-1)
 
@@ -461,11 +481,10 @@ def dense_detection_loss(cls_logits: Array, box_deltas: Array, anchors: Array,
         totals = [xp.sum(cls_per_image) / cls_denom, xp.sum(box_per_image) / box_denom]
         if ctr_per_image is not None:
             totals.append(xp.sum(ctr_per_image) / ctr_denom)
-    out = {"classification": totals[0], "box_regression": totals[1]}
     total = totals[0] + box_weight * totals[1]
-    if ctr_per_image is not None:
-        out["centerness"] = totals[2]
-        total = total + totals[2]
-    out["total"] = total
-    out["num_positives"] = num_pos
-    return out
+    if ctr_per_image is None:
+        return {"classification": totals[0], "box_regression": totals[1], "total": total,
+                "num_positives": num_pos}
+    total = total + totals[2]
+    return {"classification": totals[0], "box_regression": totals[1],
+            "centerness": totals[2], "total": total, "num_positives": num_pos}

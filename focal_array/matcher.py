@@ -37,6 +37,7 @@ from ._matching import (
     _run,
 )
 from ._namespace import compute_dtype, constant, device_of, is_tracing, namespace
+from ._typing import ArrayT, Integer, Number, TieRule
 from ._validate import (
     check_floating,
     check_integer,
@@ -64,7 +65,7 @@ BACKGROUND = _BACKGROUND
 IGNORE = _IGNORE
 
 
-def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> None:
+def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: Integer | None) -> None:
     """Eagerly: every real gt's label is >= 0 and (when given) < num_classes."""
     if math.prod(labels.shape) == 0:
         return
@@ -97,9 +98,9 @@ def _check_labels(xp: Any, labels: Any, valid: Any, num_classes: int | None) -> 
 # --------------------------------------------------------------------------- public
 
 
-def match(quality: Any, /, *, high: float = 0.5, low: float = 0.4,
-          allow_low_quality_matches: bool = True, tie_tolerance: float = 0.0,
-          tie_rule: str = "equal", gt_valid: Any = None) -> Any:
+def match(quality: ArrayT, /, *, high: Number = 0.5, low: Number = 0.4,
+          allow_low_quality_matches: bool = True, tie_tolerance: Number = 0.0,
+          tie_rule: TieRule = "equal", gt_valid: ArrayT | None = None) -> ArrayT:
     """Match anchors to ground truths from a precomputed quality (IoU) matrix.
 
     For anchor ``a`` with best quality ``q* = max_g q[a, g]`` at ``g* = argmax_g q[a, g]``
@@ -212,10 +213,10 @@ def _prepare_quality(xp: Any, quality: Any) -> Any:
     return quality if dtype == quality.dtype else xp.astype(quality, dtype)
 
 
-def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
-                  gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
-                  allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
-                  tie_tolerance: float = 0.0, tie_rule: str = "equal") -> Any:
+def match_anchors(anchors: ArrayT, gt_boxes: ArrayT, /, *, gt_valid: ArrayT | None = None,
+                  gt_crowd: ArrayT | None = None, high: Number = 0.5, low: Number = 0.4,
+                  allow_low_quality_matches: bool = True, crowd_ioa: Number = 0.5,
+                  tie_tolerance: Number = 0.0, tie_rule: TieRule = "equal") -> ArrayT:
     """Match anchors to ground-truth boxes by IoU, with padding and crowd regions.
 
     The IoU matrix of anchors × real, non-crowd gts goes through :func:`match`'s rule
@@ -275,12 +276,13 @@ def match_anchors(anchors: Any, gt_boxes: Any, /, *, gt_valid: Any = None,
                 rule=rule)
 
 
-def assign_targets(anchors: Any, gt_boxes: Any, gt_labels: Any, /, *, gt_valid: Any = None,
-                   gt_crowd: Any = None, high: float = 0.5, low: float = 0.4,
-                   allow_low_quality_matches: bool = True, crowd_ioa: float = 0.5,
-                   tie_tolerance: float = 0.0, tie_rule: str = "equal",
+def assign_targets(anchors: ArrayT, gt_boxes: ArrayT, gt_labels: ArrayT, /, *,
+                   gt_valid: ArrayT | None = None, gt_crowd: ArrayT | None = None,
+                   high: Number = 0.5, low: Number = 0.4,
+                   allow_low_quality_matches: bool = True, crowd_ioa: Number = 0.5,
+                   tie_tolerance: Number = 0.0, tie_rule: TieRule = "equal",
                    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                   num_classes: int | None = None) -> tuple[Any, Any, Any]:
+                   num_classes: Integer | None = None) -> tuple[ArrayT, ArrayT, ArrayT]:
     """Per-anchor classification and box-regression targets from matched ground truths.
 
     ``matched = match_anchors(...)``; then for each anchor
@@ -362,8 +364,8 @@ def _assign_impl(anchors: Any, gts: Any, gt_labels: Any, valid: Any, crowd: Any,
     return t.labels, t.deltas, matched
 
 
-def hard_negative_mining(loss: Any, labels: Any, /, *, neg_pos_ratio: float = 3.0,
-                         min_negatives: int = 0) -> Any:
+def hard_negative_mining(loss: ArrayT, labels: ArrayT, /, *, neg_pos_ratio: Number = 3.0,
+                         min_negatives: Integer = 0) -> ArrayT:
     """Select all positives and the hardest negatives per image (SSD's 3:1 rule).
 
     Per image (the last axis holds its anchors): ``P`` = number of positives

@@ -15,11 +15,12 @@ import array_api_compat
 
 from . import _validate as v
 from ._namespace import constant, namespace
+from ._typing import ArrayLike, ArrayT, Number
 
 __all__ = ["ema_normalizer", "init_ema_normalizer"]
 
 
-def init_ema_normalizer(value: float = 100.0, /, *, xp: Any = None, dtype: Any = None,
+def init_ema_normalizer(value: Number = 100.0, /, *, xp: Any = None, dtype: Any = None,
                         device: Any = None) -> Any:
     """The initial state of an EMA normalizer: a 0-d array holding ``value``.
 
@@ -66,7 +67,8 @@ def init_ema_normalizer(value: float = 100.0, /, *, xp: Any = None, dtype: Any =
     return xp.asarray(value, dtype=dtype, device=device)
 
 
-def ema_normalizer(state: Any, count: Any, /, *, momentum: float = 0.9) -> Any:
+def ema_normalizer(state: ArrayT, count: ArrayLike | Number, /, *, momentum: Number = 0.9
+                   ) -> ArrayT:
     r"""One step of the running normalizer: the new state, to use as ``normalizer`` now.
 
     .. math::
@@ -114,4 +116,5 @@ def ema_normalizer(state: Any, count: Any, /, *, momentum: float = 0.9) -> Any:
     else:
         c = constant(xp, v.check_number("count", count, low=0.0), state)
     one = constant(xp, 1.0, state)
-    return momentum * state + (1.0 - momentum) * xp.maximum(c, one)
+    previous: Any = state  # its operators are its library's (the TypeVar's bound has none)
+    return momentum * previous + (1.0 - momentum) * xp.maximum(c, one)

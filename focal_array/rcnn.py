@@ -35,13 +35,14 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from . import _validate as v
 from ._matching import _check_mask
 from ._namespace import constant, device_of, namespace, stop_gradient
 from ._rcnn_sampling import check_count, draw_keys, max_positives, resolve_rng, run_sample
 from ._rcnn_targets import _check_head, _head_losses, _match_proposals
+from ._typing import ArrayLike, ArrayT, Integer, Number, RcnnLoss
 from .box_coder import _check_weights
 
 __all__ = [
@@ -75,8 +76,9 @@ class BalancedSample(NamedTuple):
 # --------------------------------------------------------------------------- append
 
 
-def append_gt_proposals(proposals: Array, gt_boxes: Array, /, *, gt_valid: Array | None = None,
-                        proposal_valid: Array | None = None) -> tuple[Array, Array]:
+def append_gt_proposals(proposals: ArrayT, gt_boxes: ArrayT, /, *,
+                        gt_valid: ArrayT | None = None, proposal_valid: ArrayT | None = None
+                        ) -> tuple[ArrayT, ArrayT]:
     """Append each image's ground-truth boxes to its proposals (torchvision's
     ``add_gt_proposals``), with the validity mask of the result.
 
@@ -146,8 +148,28 @@ def append_gt_proposals(proposals: Array, gt_boxes: Array, /, *, gt_valid: Array
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_balanced(labels: Array, /, *, rng: Any, num_samples: int = 512,
-                    positive_fraction: float = 0.25, return_indices: bool = False) -> Any:
+@overload
+def sample_balanced(labels: ArrayT, /, *, rng: Any, num_samples: Integer = ...,
+                    positive_fraction: Number = ..., return_indices: Literal[False] = ...
+                    ) -> ArrayT: ...
+
+
+@overload
+def sample_balanced(labels: ArrayT,  # pyright: ignore[reportInvalidTypeVarUse]
+                    /, *, rng: Any, num_samples: Integer = ...,
+                    positive_fraction: Number = ..., return_indices: Literal[True]
+                    ) -> BalancedSample: ...
+
+
+@overload
+def sample_balanced(labels: ArrayT, /, *, rng: Any, num_samples: Integer = ...,
+                    positive_fraction: Number = ..., return_indices: bool = ...
+                    ) -> ArrayT | BalancedSample: ...
+
+
+def sample_balanced(labels: ArrayT, /, *, rng: Any, num_samples: Integer = 512,
+                    positive_fraction: Number = 0.25, return_indices: bool = False
+                    ) -> ArrayT | BalancedSample:
     r"""Randomly sample foreground and background proposals in a fixed ratio, per image.
 
     The semantics of torchvision's ``BalancedPositiveNegativeSampler(num_samples,
@@ -251,14 +273,16 @@ def sample_balanced(labels: Array, /, *, rng: Any, num_samples: int = 512,
 # --------------------------------------------------------------------------- loss
 
 
-def rcnn_head_loss(class_logits: Array, box_deltas: Array, proposals: Array, gt_boxes: Array,
-                   gt_labels: Array, /, *, rng: Any = None, sample: Array | None = None,
-                   gt_valid: Array | None = None, proposal_valid: Array | None = None,
-                   loss: str = "softmax_focal", alpha: Any = None, gamma: float = 2.0,
-                   num_samples: int = 512, positive_fraction: float = 0.25,
-                   fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5,
+def rcnn_head_loss(class_logits: ArrayT, box_deltas: ArrayT, proposals: ArrayT,
+                   gt_boxes: ArrayT, gt_labels: ArrayT, /, *, rng: Any = None,
+                   sample: ArrayT | None = None, gt_valid: ArrayT | None = None,
+                   proposal_valid: ArrayT | None = None, loss: RcnnLoss = "softmax_focal",
+                   alpha: Number | Sequence[float] | ArrayLike | None = None,
+                   gamma: Number = 2.0, num_samples: Integer = 512,
+                   positive_fraction: Number = 0.25, fg_iou_thresh: Number = 0.5,
+                   bg_iou_thresh: Number = 0.5,
                    box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-                   beta: float = 1.0 / 9.0, box_weight: float = 1.0) -> dict[str, Array]:
+                   beta: Number = 1.0 / 9.0, box_weight: Number = 1.0) -> dict[str, ArrayT]:
     r"""Faster R-CNN box-head loss for a padded batch: IoU matching, balanced sampling,
     classification and class-specific box regression, in one jittable call.
 

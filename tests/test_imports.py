@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(focal_array.__file__).parent
 
 #: Bottom to top (DESIGN.md): a module may import modules of its own layer or lower ones.
 LAYERS = [
-    {"_namespace", "_validate"},
+    {"_namespace", "_validate", "_typing"},
     {"_stable"},
     {"_formulas"},
     {"_executors"},
@@ -23,7 +23,7 @@ LAYERS = [
      "box_coder", "_box_common", "anchors", "coco", "_coco_parse", "_coco_records",
      "matcher", "_matching", "_match_iou", "focal_variants", "_variant_checks",
      "_rcnn_sampling", "assigners", "_assign_fcos", "_assign_atss", "_assign_tal",
-     "_match_targets", "_detection_boxes"},
+     "_match_targets", "_detection_boxes", "keras", "_softmax_inputs", "torch"},
     {"detection", "_detection_assign", "_detection_checks", "rcnn", "_rcnn_targets"},
     {"cli", "_cli_stats", "_cli_memory", "_cli_report", "_cli_progress", "__init__"},
 ]
@@ -111,6 +111,18 @@ def test_the_graph_is_read():
     # a lazy import inside a function counts too
     assert {"_executors._numpy", "_executors._jax", "_executors._torch"} <= graph["_executors"]
     assert {"losses", "matcher", "detection"} <= graph["__init__"]
+
+
+def test_keras_module_sits_on_the_losses_and_is_not_imported_eagerly():
+    graph = _graph()
+    assert graph["keras"] <= {"losses", "_loss_checks", "_validate"}, graph["keras"]
+    assert "keras" not in graph["__init__"]
+
+
+def test_torch_module_sits_on_the_losses_and_is_not_imported_eagerly():
+    graph = _graph()
+    assert graph["torch"] <= {"losses", "_loss_checks", "_validate", "_typing"}, graph["torch"]
+    assert "torch" not in graph["__init__"]
 
 
 def test_no_import_cycle():
