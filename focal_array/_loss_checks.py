@@ -68,9 +68,7 @@ def _check_logits(xp: Any, logits: Any, from_logits: bool, name: str,
     """The dtype; with ``from_logits=False``, eagerly, that the values are probabilities:
     in [0, 1] and, with a ``class_axis`` (softmax), summing to 1 along it."""
     v.check_floating(xp, logits, name)
-    if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
-    if from_logits:
+    if v.check_bool("from_logits", from_logits):
         return
     v.eager_check(
         [logits],

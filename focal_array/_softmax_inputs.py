@@ -7,11 +7,11 @@ Shared by :mod:`focal_array.losses`, :mod:`focal_array.focal_variants` and
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import _validate as v
+from ._formulas.softmax import class_values
 from ._loss_checks import (
     _check_logits,
     _check_normalizer,
@@ -114,15 +114,6 @@ def _index_dtype(xp: Any) -> Any:
     return xp.__array_namespace_info__().default_dtypes()["indexing"]
 
 
-def _check_ignore_index(ignore_index: Any) -> int | None:
-    if ignore_index is None:
-        return None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be None or an integer (a label value to ignore, "
-                        f"e.g. 255), got {ignore_index!r}")
-    return int(ignore_index)
-
-
 def _integer_labels(xp: Any, labels: Array, logits: Array, ax: int,
                     ignore_index: int | None) -> Array:
     example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
@@ -177,13 +168,6 @@ def _soft_targets(xp: Any, labels: Array, logits: Array, ax: int, ignore_index: 
     return xp.astype(labels, dtype, copy=False)
 
 
-def _class_counts(xp: Any, weight_vec: Array, labels: Array) -> Array:
-    """w[label] per row (0 for ignored rows)."""
-    safe = xp.where(labels >= 0, labels, xp.zeros_like(labels))
-    w = xp.reshape(xp.take(weight_vec, xp.reshape(safe, (-1,))), tuple(labels.shape))
-    return xp.where(labels >= 0, w, xp.zeros_like(w))
-
-
 def prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: Number, axis: int,
                     weights: Any, reduction: str, normalizer: Any, from_logits: bool,
                     label_smoothing: Number, class_weights: Any = None,
@@ -205,7 +189,8 @@ def prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: Number, 
         v.check_integer(xp, labels, "labels")
     gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
                                             reduction=reduction)
-    ignore = _check_ignore_index(ignore_index)
+    ignore = v.check_int("ignore_index", ignore_index, optional=True,
+                         what="a label value to ignore, e.g. 255")
     example_shape = tuple(s for i, s in enumerate(logits.shape) if i != ax)
     _check_weights(xp, weights, example_shape, "the per-example loss (the logits' shape "
                    "without the class axis)")
@@ -222,6 +207,7 @@ def prepare_softmax(logits: Array, labels: Array, *, alpha: Any, gamma: Number, 
         return SoftmaxInputs(xp, x, ax, targets, True, vec, gamma, label_smoothing, None,
                              None)
     targets = _integer_labels(xp, labels, logits, ax, ignore)
-    counts = None if cw is None else _class_counts(xp, cw, targets)
+    # w[label] per row; "mean" leaves the ignored rows (``valid``) out of its denominator
+    counts = None if cw is None else class_values(xp, cw, targets)
     return SoftmaxInputs(xp, x, ax, targets, False, vec, gamma, label_smoothing,
                          targets >= 0, counts)

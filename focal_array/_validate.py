@@ -11,17 +11,19 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard, overload
 
 import array_api_compat
 
 from ._namespace import is_tracing
 
 __all__ = [
+    "check_bool",
     "check_bool_or_number_array",
     "check_broadcasts_to",
     "check_choice",
     "check_floating",
+    "check_int",
     "check_integer",
     "check_number",
     "check_same_shape",
@@ -157,6 +159,31 @@ def describe_scalar(a: Any) -> str:
     except (TypeError, ValueError):  # pragma: no cover - a library without item()
         value = a
     return f"{value!r} ({a.dtype})"
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Require ``True`` or ``False`` (not a truthy value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+@overload
+def check_int(name: str, value: Any, *, optional: Literal[False] = False,
+              what: str = "") -> int: ...
+@overload
+def check_int(name: str, value: Any, *, optional: bool, what: str = "") -> int | None: ...
+
+
+def check_int(name: str, value: Any, *, optional: bool = False, what: str = "") -> int | None:
+    """Require a Python or NumPy integer (not a bool), or None where ``optional``;
+    ``what`` says what the integer is, for the message."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "None or an integer" if optional else "an integer"
+        raise TypeError(f"{name} must be {kind}{f' ({what})' if what else ''}, got {value!r}")
+    return int(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:

@@ -77,18 +77,6 @@ def _float_list(name: str, values: Any, *, low: float, high: float | None = None
     return out
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_axis(axis: Any) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
-    return axis
-
-
 class _FocalArrayLoss(keras.losses.Loss):
     """Options and config shared by the four losses."""
 
@@ -114,8 +102,9 @@ class _SigmoidLoss(_FocalArrayLoss):
         gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
                                                 reduction="none")
         options = {"alpha": _alpha_option(alpha, per_class=False), "gamma": gamma,
-                   "from_logits": _check_bool("from_logits", from_logits),
-                   "label_smoothing": label_smoothing, "axis": _check_axis(axis)}
+                   "from_logits": v.check_bool("from_logits", from_logits),
+                   "label_smoothing": label_smoothing,
+                   "axis": v.check_int("axis", axis, what="the class axis")}
         super().__init__(options=options, reduction=reduction, name=name, dtype=dtype)
 
     def _elementwise(self, logits: Any, targets: Any) -> Any:
@@ -241,28 +230,22 @@ class _SoftmaxLoss(_FocalArrayLoss):
                  reduction: Any, name: str | None, dtype: Any) -> None:
         gamma, label_smoothing = _check_options(gamma=gamma, label_smoothing=label_smoothing,
                                                 reduction="none")
-        if ignore_index is not None and (isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be None or an integer, got {ignore_index!r}")
         options = {
             "alpha": _alpha_option(alpha, per_class=True), "gamma": gamma,
-            "from_logits": _check_bool("from_logits", from_logits),
-            "label_smoothing": label_smoothing, "axis": _check_axis(axis),
+            "from_logits": v.check_bool("from_logits", from_logits),
+            "label_smoothing": label_smoothing,
+            "axis": v.check_int("axis", axis, what="the class axis"),
             "class_weights": None if class_weights is None
             else _float_list("class_weights", class_weights, low=0.0),
-            "ignore_index": ignore_index,
+            "ignore_index": v.check_int("ignore_index", ignore_index, optional=True,
+                                        what="a label value to ignore"),
         }
         super().__init__(options=options, reduction=reduction, name=name, dtype=dtype)
 
     def _function_options(self) -> dict:
         o = self._options
-        kwargs = {"alpha": o["alpha"], "axis": o["axis"], "from_logits": o["from_logits"],
-                  "label_smoothing": o["label_smoothing"]}
-        # passed only when set, so the options a function lacks are asked for explicitly
-        for key in ("class_weights", "ignore_index"):
-            if o[key] is not None:
-                kwargs[key] = o[key]
-        return kwargs
+        return {key: o[key] for key in ("alpha", "axis", "from_logits", "label_smoothing",
+                                        "class_weights", "ignore_index")}
 
     def _per_example(self, logits: Any, labels: Any) -> Any:
         raise NotImplementedError
@@ -337,8 +320,10 @@ class SoftmaxFocalLoss(_SoftmaxLoss):
             probability vector along ``axis``.
         label_smoothing: ε in [0, 1).
         axis: the class axis of ``y_pred``.
-        class_weights: optional per-class weights (C values ≥ 0), passed to the function.
-        ignore_index: optional class index whose examples are ignored (masked).
+        class_weights: optional per-class weights (C values ≥ 0), ``F.cross_entropy``'s
+            ``weight`` (see :func:`focal_array.softmax_focal_loss`).
+        ignore_index: optional label value whose examples are ignored (masked); integer
+            ``y_true`` only.
         reduction: Keras' reduction of the per-example losses.
         name: the loss's name.
         dtype: Keras' dtype of the computation.
@@ -376,16 +361,9 @@ class SoftmaxCrossEntropy(_SoftmaxLoss):
     ``keras.losses.CategoricalCrossentropy`` for probability targets, with ``alpha=None``.
 
     Args:
-        alpha: as in :class:`SoftmaxFocalLoss`.
-        from_logits: ``True`` (default, unlike Keras) for logits, ``False`` for
-            probabilities.
-        label_smoothing: ε in [0, 1).
-        axis: the class axis of ``y_pred``.
-        class_weights: optional per-class weights (C values ≥ 0), passed to the function.
-        ignore_index: optional class index whose examples are ignored (masked).
-        reduction: Keras' reduction of the per-example losses.
+        alpha, from_logits, label_smoothing, axis: as in :class:`SoftmaxFocalLoss`.
+        class_weights, ignore_index, reduction, dtype: as in :class:`SoftmaxFocalLoss`.
         name: the loss's name.
-        dtype: Keras' dtype of the computation.
 
     Examples:
         >>> import numpy as np

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from . import _validate as v
 from . import losses as _losses
-from ._loss_checks import REDUCTIONS
+from ._loss_checks import _check_options
 from ._typing import Number, Reduction
 
 __all__ = ["BinaryCrossEntropy", "SigmoidFocalLoss", "SoftmaxCrossEntropy", "SoftmaxFocalLoss"]
@@ -56,36 +56,6 @@ _Alpha = Number | Sequence[Number] | Tensor | None
 
 
 # --------------------------------------------------------------------------- option checks
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_axis(axis: Any) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an integer (the class axis), got {axis!r}")
-    return axis
-
-
-def _check_ignore_index(ignore_index: Any) -> int | None:
-    if ignore_index is not None and (isinstance(ignore_index, bool)
-                                     or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be None or an integer class index, got "
-                        f"{ignore_index!r}")
-    return ignore_index
-
-
-def _check_options(*, gamma: Any, label_smoothing: Any,
-                   reduction: Any) -> tuple[float, float, Reduction]:
-    """γ ≥ 0, ε in [0, 1) and the reduction, with the functions' own messages."""
-    gamma = v.check_number("gamma", gamma, low=0.0)
-    label_smoothing = v.check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
-                                     high_open=True)
-    v.check_choice("reduction", reduction, REDUCTIONS)
-    return gamma, label_smoothing, reduction
 
 
 def _scalar_alpha(alpha: Any) -> float | None:
@@ -150,12 +120,12 @@ class _SigmoidLoss(nn.Module):
     def __init__(self, *, alpha: Number | None, gamma: Number, reduction: Reduction,
                  from_logits: bool, label_smoothing: Number) -> None:
         super().__init__()
-        gamma, label_smoothing, reduction = _check_options(
+        gamma, label_smoothing = _check_options(
             gamma=gamma, label_smoothing=label_smoothing, reduction=reduction)
         self.alpha: float | None = _scalar_alpha(alpha)
         self.gamma: float = gamma
         self.reduction: Reduction = reduction
-        self.from_logits: bool = _check_bool("from_logits", from_logits)
+        self.from_logits: bool = v.check_bool("from_logits", from_logits)
         self.label_smoothing: float = label_smoothing
 
     def extra_repr(self) -> str:
@@ -258,18 +228,19 @@ class _SoftmaxLoss(nn.Module):
                  gamma: Number, ignore_index: int | None, reduction: Reduction,
                  label_smoothing: Number, from_logits: bool, axis: int) -> None:
         super().__init__()
-        gamma, label_smoothing, reduction = _check_options(
+        gamma, label_smoothing = _check_options(
             gamma=gamma, label_smoothing=label_smoothing, reduction=reduction)
         # a buffer, as torch's _WeightedLoss keeps it: moved and cast with the module, saved
         # in its state_dict (None is registered too, and left out of the state_dict)
         self.register_buffer("weight", _class_weight(weight))
         self.alpha: float | tuple[float, ...] | None = _class_alpha(alpha)
         self.gamma: float = gamma
-        self.ignore_index: int | None = _check_ignore_index(ignore_index)
+        self.ignore_index: int | None = v.check_int(
+            "ignore_index", ignore_index, optional=True, what="a label value to ignore")
         self.reduction: Reduction = reduction
         self.label_smoothing: float = label_smoothing
-        self.from_logits: bool = _check_bool("from_logits", from_logits)
-        self.axis: int = _check_axis(axis)
+        self.from_logits: bool = v.check_bool("from_logits", from_logits)
+        self.axis: int = v.check_int("axis", axis, what="the class axis")
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, gamma={self.gamma}, ignore_index={self.ignore_index}, "
@@ -278,21 +249,16 @@ class _SoftmaxLoss(nn.Module):
 
     def _options(self, input: Tensor, target: Tensor) -> dict[str, Any]:
         """The functions' keyword arguments for this call: the class axis (0 for an
-        unbatched ``(C,)`` input, as in torch), and the class weights and ``ignore_index``
-        only when they do something, so a call without them needs no more of the
-        functions than their basic signature."""
+        unbatched ``(C,)`` input, as in torch), the class weights in the input's compute
+        dtype, and ``ignore_index`` for integer targets (torch applies it to no other)."""
         axis = 0 if input.ndim == 1 and self.axis == 1 else self.axis
-        options: dict[str, Any] = {"alpha": self.alpha, "axis": axis,
-                                   "from_logits": self.from_logits,
-                                   "label_smoothing": self.label_smoothing}
-        if self.weight is not None:
-            dtype = _compute_dtype(input.dtype) if torch.is_floating_point(input) else None
-            options["class_weights"] = self.weight.to(dtype=dtype)
-        # negative labels are always ignored; ignore_index does not apply to probabilities
-        if (self.ignore_index is not None and self.ignore_index >= 0
-                and not torch.is_floating_point(target)):
-            options["ignore_index"] = self.ignore_index
-        return options
+        weight = self.weight
+        if weight is not None and torch.is_floating_point(input):
+            weight = weight.to(dtype=_compute_dtype(input.dtype))
+        return {"alpha": self.alpha, "axis": axis, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "class_weights": weight,
+                "ignore_index": None if torch.is_floating_point(target)
+                else self.ignore_index}
 
 
 class SoftmaxFocalLoss(_SoftmaxLoss):

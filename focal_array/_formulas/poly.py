@@ -61,7 +61,7 @@ from .._namespace import constant, stop_gradient
 from .._stable import modulating, sigmoid_softplus
 from .base import Formula
 from .sigmoid import _zero_one
-from .softmax import _alpha_t, _ignored_zero, _SoftmaxFormula, margin, margin_grad
+from .softmax import _ignored_zero, _SoftmaxFormula, class_values, margin, margin_grad
 from .variants import soft_parts
 
 __all__ = ["SigmoidPoly1", "SoftmaxPoly1"]
@@ -162,7 +162,7 @@ class SoftmaxPoly1(_SoftmaxFormula):
         mg = margin(x, labels, axis=axis, xp=xp)
         q, nll = mg.q, mg.nll
         mod = modulating(q, gamma, xp=xp)
-        at = xp.expand_dims(_alpha_t(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
+        at = xp.expand_dims(class_values(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
             else None
         eps = constant(xp, self.epsilon, x)
         _, loss = _poly_loss(nll, q, at, mod, eps)

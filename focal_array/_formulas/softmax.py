@@ -70,10 +70,11 @@ def _class_vector(vec: Array, ndim: int, axis: int, *, xp: Any) -> Array:
     return xp.reshape(vec, tuple(shape))
 
 
-def _alpha_t(xp: Any, alpha_vec: Array, labels: Array) -> Array:
-    """α[label] per row (label 0's for ignored rows, which the caller zeroes)."""
+def class_values(xp: Any, vec: Array, labels: Array) -> Array:
+    """vec[label] per row of a (C,) per-class vector (label 0's for ignored rows, which
+    the caller zeroes or leaves uncounted)."""
     safe = xp.where(labels >= 0, labels, xp.zeros_like(labels))
-    return xp.reshape(xp.take(alpha_vec, xp.reshape(safe, (-1,))), tuple(labels.shape))
+    return xp.reshape(xp.take(vec, xp.reshape(safe, (-1,))), tuple(labels.shape))
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class SoftmaxFocal(_SoftmaxFormula):
         mg = margin(x, labels, axis=axis, xp=xp)
         mod = modulating(mg.q, gamma, xp=xp)
         loss = mg.nll if mod is None else mod * mg.nll
-        at = xp.expand_dims(_alpha_t(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
+        at = xp.expand_dims(class_values(xp, alpha_vec[0], labels), axis=axis) if self.alpha \
             else None
         if at is not None:
             loss = at * loss
@@ -228,10 +229,8 @@ class SoftmaxFocalSmoothed(_SoftmaxFormula):
 
     def terms(self, x: Array, labels: Array, *alpha_vec: Array, xp: Any, axis: int = -1,
               with_grad: bool) -> tuple[Array, Array | None]:
-        num_classes = x.shape[axis]
-        mask = one_hot_mask(labels, num_classes, axis=axis, xp=xp)
-        w = xp.where(mask, constant(xp, 1.0 - self.smoothing + self.smoothing / num_classes, x),
-                     constant(xp, self.smoothing / num_classes, x))
+        mask = one_hot_mask(labels, x.shape[axis], axis=axis, xp=xp)
+        w = _smoothed_targets(xp, mask, self.smoothing, x, axis=axis)
         if alpha_vec:
             w = _class_vector(alpha_vec[0], x.ndim, axis, xp=xp) * w
         loss = _weighted_terms(x, w, self.gamma, axis=axis, xp=xp)
@@ -282,12 +281,17 @@ def _weighted_terms(x: Array, w: Array, gamma: float, *, axis: int, xp: Any) -> 
     return xp.where(alive, loss, zero)
 
 
-def _smoothed_sum(xp: Any, log_p: Array, q: Array, mask: Array, alpha_vec: tuple,
-                  gamma: float, smoothing: float, axis: int) -> Array:
-    """Σ_j t_j α_j q_j^γ (−log p_j) over ``axis``."""
-    num_classes = log_p.shape[axis]
-    t = xp.where(mask, constant(xp, 1.0 - smoothing + smoothing / num_classes, log_p),
-                 constant(xp, smoothing / num_classes, log_p))
+def _smoothed_targets(xp: Any, mask: Array, smoothing: float, like: Array, *,
+                      axis: int) -> Array:
+    """t = (1 − ε)·onehot + ε / C from the labels' one-hot ``mask`` (the logits' shape)."""
+    c = mask.shape[axis]
+    return xp.where(mask, constant(xp, 1.0 - smoothing + smoothing / c, like),
+                    constant(xp, smoothing / c, like))
+
+
+def _target_sum(xp: Any, log_p: Array, q: Array, t: Array, alpha_vec: tuple, gamma: float,
+                axis: int) -> Array:
+    """Σ_j t_j α_j q_j^γ (−log p_j) over ``axis``, for a target distribution ``t``."""
     loss = -log_p * t
     mod = modulating(q, gamma, xp=xp)
     if mod is not None:
@@ -314,8 +318,9 @@ class SoftmaxFocalProbs(_SoftmaxFormula):
               with_grad: bool) -> tuple[Array, Array | None]:
         mask = one_hot_mask(labels, p.shape[axis], axis=axis, xp=xp)
         if self.smoothing:
-            loss = _smoothed_sum(xp, safe_log(p, xp=xp), constant(xp, 1.0, p) - p, mask,
-                                 alpha_vec, self.gamma, self.smoothing, axis)
+            t = _smoothed_targets(xp, mask, self.smoothing, p, axis=axis)
+            loss = _target_sum(xp, safe_log(p, xp=xp), constant(xp, 1.0, p) - p, t,
+                               alpha_vec, self.gamma, axis)
             return _ignored_zero(xp, loss, labels), None
         zero = constant(xp, 0.0, p)
         p_t = xp.sum(xp.where(mask, p, zero), axis=axis)
@@ -325,7 +330,7 @@ class SoftmaxFocalProbs(_SoftmaxFormula):
         if mod is not None:
             loss = mod * loss
         if alpha_vec:
-            loss = _alpha_t(xp, alpha_vec[0], labels) * loss
+            loss = class_values(xp, alpha_vec[0], labels) * loss
         return _ignored_zero(xp, loss, labels), None
 
 
@@ -358,13 +363,9 @@ class SoftmaxFocalSoft(_SoftmaxFormula):
         if self.smoothing:
             t = t * constant(xp, 1.0 - self.smoothing, x) + constant(
                 xp, self.smoothing / x.shape[axis], x)
+        if not self.from_logits:
+            return _target_sum(xp, safe_log(x, xp=xp), constant(xp, 1.0, x) - x, t,
+                               alpha_vec, self.gamma, axis), None
         if alpha_vec:
             t = _class_vector(alpha_vec[0], x.ndim, axis, xp=xp) * t
-        if self.from_logits:
-            return xp.squeeze(_weighted_terms(x, t, self.gamma, axis=axis, xp=xp),
-                              axis=axis), None
-        loss = -safe_log(x, xp=xp) * t
-        mod = modulating(constant(xp, 1.0, x) - x, self.gamma, xp=xp)
-        if mod is not None:
-            loss = mod * loss
-        return xp.sum(loss, axis=axis), None
+        return xp.squeeze(_weighted_terms(x, t, self.gamma, axis=axis, xp=xp), axis=axis), None
