@@ -64,7 +64,8 @@ Array = Any
 
 
 def _grad_scale(xp: Any, *, weights: Any, reduction: str, normalizer: Any, valid: Any,
-                loss_shape: tuple, like: Array) -> tuple[Array | None, Array | None]:
+                loss_shape: tuple, like: Array, counts: Any = None
+                ) -> tuple[Array | None, Array | None]:
     """(w, c): d L_reduced / d ℓ_i = w_i · c (either may be None for "1").
 
     Uses the same scale as :func:`focal_array._loss_reductions._reduce` (``_mean_scale``).
@@ -73,7 +74,7 @@ def _grad_scale(xp: Any, *, weights: Any, reduction: str, normalizer: Any, valid
     if reduction in ("none", "sum"):
         return w, None
     return w, _mean_scale(xp, w=w, normalizer=normalizer, valid=valid,
-                          loss_shape=loss_shape, like=like)
+                          loss_shape=loss_shape, like=like, counts=counts)
 
 
 def _apply_scale(grad: Array, w: Array | None, c: Array | None) -> Array:
@@ -144,7 +145,8 @@ def sigmoid_focal_loss_value_and_grad(logits: Array, targets: Array, /, *,
 def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha: Any = None,
                                       gamma: float = 2.0, axis: int = -1,
                                       weights: Array | None = None, reduction: str = "none",
-                                      normalizer: Any = None, label_smoothing: float = 0.0
+                                      normalizer: Any = None, label_smoothing: float = 0.0,
+                                      class_weights: Any = None, ignore_index: Any = None
                                       ) -> tuple[Array, Array]:
     r"""Softmax focal loss and its gradient with respect to the logits, in one pass.
 
@@ -158,14 +160,17 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
           \begin{cases} -1 & j = t \\ e_j / \sum_{k \ne t} e_k & j \ne t \end{cases}
 
     with :math:`q = 1 - p_t`, :math:`L = -\log p_t` (derivation in
-    :mod:`focal_array.gradients`). Ignored examples (negative labels) have a zero gradient.
+    :mod:`focal_array.gradients`); ``class_weights`` multiply it by :math:`w_t` and, for
+    ``"mean"``, enter the denominator as in :func:`~focal_array.softmax_focal_loss`
+    (:math:`\sum_i w_{t_i}`, PyTorch's ``F.cross_entropy`` rule). Ignored examples
+    (negative labels, or equal to ``ignore_index``) have a zero gradient.
 
     Args:
         logits: ``(..., C, ...)`` real floating logits with the classes along ``axis``.
-        labels: integer class indices, the shape of ``logits`` minus ``axis``; negative to
-            ignore.
-        alpha, gamma, axis, weights, reduction, normalizer: as in
-            :func:`~focal_array.softmax_focal_loss`.
+        labels: integer class indices, the shape of ``logits`` minus ``axis``; negative (or
+            ``ignore_index``) to ignore. Probability targets raise ``NotImplementedError``.
+        alpha, gamma, axis, weights, reduction, normalizer, class_weights, ignore_index: as
+            in :func:`~focal_array.softmax_focal_loss`.
         label_smoothing: must be 0. The smoothed loss sums a focal term per class, whose
             gradient needs its own cancellation-free derivation; it is not implemented
             yet (``NotImplementedError``) — use ``jax.grad``/``torch.autograd`` of
@@ -192,6 +197,7 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
     inputs = prepare_softmax(
         logits, labels, alpha=alpha, gamma=gamma, axis=axis, weights=weights,
         reduction=reduction, normalizer=normalizer, from_logits=True, label_smoothing=0.0,
+        class_weights=class_weights, ignore_index=ignore_index,
         function="softmax_focal_loss_value_and_grad")
     if inputs.soft:
         raise NotImplementedError(
@@ -204,10 +210,11 @@ def softmax_focal_loss_value_and_grad(logits: Array, labels: Array, /, *, alpha:
     # the formula gives ignored rows (negative labels) loss and gradient exactly 0
     loss, grad = evaluate_with_grad(formula, x, *aux, xp=xp, axis=ax)
     w, c = _grad_scale(xp, weights=weights, reduction=reduction, normalizer=normalizer,
-                       valid=valid, loss_shape=tuple(loss.shape), like=loss)
+                       valid=valid, loss_shape=tuple(loss.shape), like=loss,
+                       counts=inputs.counts)
     # per-row scale of the reduction
     row = _apply_scale(xp.ones_like(loss), w, c)
     grad = grad * xp.expand_dims(row, axis=ax)
     value = _reduce(loss, weights=weights, reduction=reduction, normalizer=normalizer,
-                    valid=valid, xp=xp)
+                    valid=valid, xp=xp, counts=inputs.counts)
     return value, xp.astype(grad, logits.dtype, copy=False)

@@ -249,6 +249,55 @@ def test_softmax_grad_matches_autodiff(xp, gamma, framework):
     assert_close(grad, want, xp, dtype="float32", rtol=RTOL32, atol=TINY32)
 
 
+CLASS_W = np.array([0.5, 2.0, 1.0, 0.25, 3.0, 1.5])
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX_REDUCTIONS))
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_softmax_grad_class_weights_ignore_index_float64(xp, gamma, name):
+    # uint8 labels with 255 ignored (the segmentation convention) and class weights: the
+    # float64 reference's per-row gradient times w[t], and "mean" divides by Σ weights·w[t]
+    # over the counted rows (F.cross_entropy's rule), derived here, not by the library
+    opts = SOFTMAX_REDUCTIONS[name]
+    lab = LABELS[: X_SM.shape[0]]
+    lab_u8 = np.where(lab < 0, 255, lab).astype(np.uint8)
+    loss, grad = softmax_focal_loss_value_and_grad(
+        asarray(xp, X_SM, "float32"), asarray(xp, lab_u8), alpha=0.25, gamma=gamma,
+        class_weights=CLASS_W.tolist(), ignore_index=255, **_opts(xp, opts, "float32"))
+    x32 = X_SM.astype(np.float32).astype(np.float64)
+    loss64, g64 = reference.softmax_focal(x32, lab, alpha=0.25, gamma=gamma)
+    valid = lab >= 0
+    wt = np.where(valid, CLASS_W[np.where(valid, lab, 0)], 0.0)
+    w = np.broadcast_to(opts.get("weights", 1.0), wt.shape)
+    red = opts.get("reduction", "none")
+    if red == "mean" and "normalizer" in opts:
+        c = 1.0 / opts["normalizer"]
+    elif red == "mean":
+        c = 1.0 / np.sum(w * wt)
+    else:
+        c = 1.0
+    want_grad = g64 * (wt * w * c)[:, None]
+    assert_close(grad, want_grad, xp, dtype="float32", rtol=RTOL32, atol=TINY32)
+    want_loss = loss64 * wt * w if red == "none" else np.sum(loss64 * wt * w) * c
+    assert_close(loss, want_loss, xp, dtype="float32", rtol=2e-6, atol=TINY32)
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_softmax_grad_class_weights_matches_autodiff(xp, framework):
+    lab = LABELS[: X_SM.shape[0]]
+    lab_u8 = np.where(lab < 0, 255, lab).astype(np.uint8)
+
+    def loss(z, labels):
+        return fa.softmax_focal_loss(z, labels, gamma=1.0, class_weights=CLASS_W.tolist(),
+                                     ignore_index=255, reduction="mean")
+
+    want = _autodiff_grad(framework, loss, X_SM.astype(np.float32), lab_u8)
+    _, grad = softmax_focal_loss_value_and_grad(
+        asarray(xp, X_SM, "float32"), asarray(xp, lab_u8), gamma=1.0,
+        class_weights=CLASS_W.tolist(), ignore_index=255, reduction="mean")
+    assert_close(grad, want, xp, dtype="float32", rtol=RTOL32, atol=TINY32)
+
+
 def test_softmax_label_smoothing_not_implemented(xp):
     with pytest.raises(NotImplementedError, match="label_smoothing"):
         softmax_focal_loss_value_and_grad(asarray(xp, X_SM, "float32"),
