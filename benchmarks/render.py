@@ -9,6 +9,8 @@ from benchmarks import targets as T
 from benchmarks.workloads import B8_MAX_ANCHORS, WORKLOADS
 
 FIGURE = os.path.join("figures", "benchmark_ratios.png")
+PLOT_WIDTH_IN = 9.0
+PLOT_FONT_PT = 11
 COLORS = {"numpy": "#1f77b4", "jax": "#d62728", "torch": "#2ca02c",
           "torch compiled": "#9467bd"}
 #: panels of the plot: (title, workloads, mode, x-axis label)
@@ -100,8 +102,11 @@ def plot(result: dict, path: str) -> str | None:
         return f"matplotlib not importable ({type(exc).__name__})"
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    # 1280 × 1040 px; constrained layout makes room for the legends under the panels
-    fig, axes = plt.subplots(2, 4, figsize=(16, 13), dpi=80, layout="constrained")
+    # 9 in wide, two panels a row, 11-pt text: the docs show it in their 688-px column at
+    # 688 / (72 · 9) px a point, 11.7 px for the smallest text; constrained layout makes
+    # room for the legends under the panels
+    fig, axes = plt.subplots(4, 2, figsize=(PLOT_WIDTH_IN, 21), dpi=160,
+                             layout="constrained")
     axes = axes.ravel()
     drawn_limits: dict[int, set] = {}
     panel_xs: dict[int, set] = {}
@@ -117,12 +122,12 @@ def plot(result: dict, path: str) -> str | None:
             ax.axhline(limit, color=color, ls="--", lw=1.0, alpha=0.8)
             drawn_limits[panel].add((limit, color))
     for i, (ax, (title, _, _, xlabel)) in enumerate(zip(axes, PANELS, strict=True)):
-        ax.set_title(title, fontsize=12)
+        ax.set_title(title, fontsize=PLOT_FONT_PT + 1)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(xlabel, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=PLOT_FONT_PT)
         ax.grid(True, which="both", alpha=0.3)
-        ax.tick_params(labelsize=9)
+        ax.tick_params(which="both", labelsize=PLOT_FONT_PT)
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.yaxis.set_minor_formatter(FuncFormatter(
@@ -131,15 +136,16 @@ def plot(result: dict, path: str) -> str | None:
         if xs and len(xs) <= 6:  # few sizes (gts): label each, not powers of ten
             ax.set_xticks(xs, [f"{x:,.0f}" if x >= 1 else f"{x:g}" for x in xs])
         if ax.lines:
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+            ax.legend(fontsize=PLOT_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16),
                       frameon=False)
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center",
-                    transform=ax.transAxes, color="gray")
-    axes[0].set_ylabel("focal_array time ÷ peer time", fontsize=10)
-    axes[4].set_ylabel("focal_array time ÷ peer time", fontsize=10)
-    fig.suptitle("focal_array vs peers: time ratio (lower is faster; dashed: the target, "
-                 "in the series' colour; bars: min–max over rounds)", fontsize=12)
+                    transform=ax.transAxes, color="gray", fontsize=PLOT_FONT_PT)
+    for ax in axes[::2]:
+        ax.set_ylabel("focal_array time ÷ peer time", fontsize=PLOT_FONT_PT)
+    fig.suptitle("focal_array vs peers: time ratio (lower is faster;\ndashed: the target, "
+                 "in the series' colour; bars: min–max over rounds)",
+                 fontsize=PLOT_FONT_PT + 1)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

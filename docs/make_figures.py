@@ -46,9 +46,30 @@ FIGURES = pathlib.Path(__file__).resolve().parent / "figures"
 GT_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 # The docs show a figure at the width of the text column, 688 px in a 1280-px window: a
 # figure W inches wide is shown at 688 / (72 W) px per point, so for text of at least 11 px
-# there the anchor-matching figure is 9 inches wide with 10.5-11 pt text.
-MATCHING_WIDTH_IN = 9.0
-MATCHING_FONT_PT = 11
+# there every figure is about 9 inches wide with 10.5-11 pt text (_check_legible measures
+# the saved file).
+COLUMN_PX = 688
+MIN_TEXT_PX = 11.0
+WIDTH_IN = 9.0
+FONT_PT = 11
+
+
+def _check_legible(fig: plt.Figure, path: pathlib.Path) -> float:
+    """The smallest text of the saved figure in px as the docs show it; raises below
+    MIN_TEXT_PX (the figure would need a wider column to be read)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width_px = im.size[0]
+    shown_px_per_pt = COLUMN_PX / width_px * fig.dpi / 72 if width_px > COLUMN_PX else \
+        fig.dpi / 72
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)
+             if t.get_visible() and t.get_text().strip()]
+    smallest = min(sizes) * shown_px_per_pt
+    if smallest < MIN_TEXT_PX - 0.05:
+        raise ValueError(f"{path.name}: its smallest text is {smallest:.1f} px in the docs' "
+                         f"{COLUMN_PX}-px column, under {MIN_TEXT_PX:g} px")
+    return smallest
 
 
 def match_image(ds: coco.CocoDataset, image_id: int) -> dict:
@@ -100,21 +121,21 @@ def draw(ax: plt.Axes, r: dict, *, title: str) -> dict:
         names.setdefault("crowd" if crowd else r["names"][int(label)], []).append(g)
         # the gt's number on a white ground, above its top-left corner (the names go below
         # the panel: whole names at a legible size would overlap on a crowded image)
-        ax.text(b[0], b[1] - 6, str(g), color=color, fontsize=MATCHING_FONT_PT,
+        ax.text(b[0], b[1] - 6, str(g), color=color, fontsize=FONT_PT,
                 fontweight="bold", va="bottom", ha="left",
                 bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1.0})
     ax.set_xlabel("; ".join(f"gt {', '.join(map(str, gs))}: {name}"
-                            for name, gs in names.items()), fontsize=MATCHING_FONT_PT)
+                            for name, gs in names.items()), fontsize=FONT_PT)
     ax.set_title(f"{title}\n{anc.shape[0]:,} anchors: {counts['positive']} positive "
                  f"({counts['low_quality']} low-quality),\n{counts['ignored']:,} ignored, "
-                 f"{counts['background']:,} background", fontsize=MATCHING_FONT_PT)
-    ax.tick_params(labelsize=MATCHING_FONT_PT - 0.5)
+                 f"{counts['background']:,} background", fontsize=FONT_PT)
+    ax.tick_params(labelsize=FONT_PT)
     return counts
 
 
 def anchor_matching(path: pathlib.Path) -> dict:
     ds = coco.load_sample()
-    fig, axes = plt.subplots(1, 2, figsize=(MATCHING_WIDTH_IN, 5.0), dpi=160,
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH_IN, 5.0), dpi=160,
                              layout="constrained")
     counts = {}
     for ax, image_id, what in ((axes[0], 123, "three persons"),
@@ -134,10 +155,16 @@ def anchor_matching(path: pathlib.Path) -> dict:
         Line2D([], [], color="black", lw=2.6, label="crowd region (iscrowd = 1)"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=2,
-               fontsize=MATCHING_FONT_PT - 0.5, frameon=False)
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
+               fontsize=FONT_PT, frameon=False)
+    _save(fig, path)
     return counts
+
+
+def _save(fig: plt.Figure, path: pathlib.Path) -> None:
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    px = _check_legible(fig, path)
+    plt.close(fig)
+    print(f"{path.name}: smallest text {px:.1f} px in the docs' column")
 
 
 def _variant_curves(p: np.ndarray, y: float) -> dict[str, np.ndarray]:
@@ -158,7 +185,8 @@ def _variant_curves(p: np.ndarray, y: float) -> dict[str, np.ndarray]:
 
 def focal_variants(path: pathlib.Path) -> None:
     p = np.linspace(1e-3, 1 - 1e-3, 999)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=110, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(WIDTH_IN, 3.6), dpi=160, layout="constrained",
+                             sharey=True)
     styles = ["-", "-", "--", "-.", ":", (0, (5, 1, 1, 1))]
     for ax, (y, what) in zip(axes, ((1.0, "positive, y = 1"), (0.0, "negative, y = 0"),
                                     (0.6, "soft IoU target, y = 0.6")), strict=True):
@@ -166,15 +194,16 @@ def focal_variants(path: pathlib.Path) -> None:
             ax.plot(p, loss, ls=ls, lw=1.6, label=name)
         if y not in (0.0, 1.0):
             ax.axvline(y, color="#7f7f7f", lw=0.8, ls=(0, (2, 2)))
-        ax.set_title(what, fontsize=12)
-        ax.set_xlabel("predicted probability p = σ(x)", fontsize=11)
+        ax.set_title(what, fontsize=FONT_PT)
+        ax.set_xlabel("predicted probability p = σ(x)", fontsize=FONT_PT)
         ax.set_ylim(0, 3)
-        ax.tick_params(labelsize=10)
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+        ax.tick_params(labelsize=FONT_PT)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss", fontsize=11)
-    axes[0].legend(fontsize=10, frameon=False)
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
+    axes[0].set_ylabel("loss", fontsize=FONT_PT)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3,
+               fontsize=FONT_PT, frameon=False)
+    _save(fig, path)
 
 
 FCOS_STRIDES = (8, 16, 32, 64, 128)
@@ -193,11 +222,11 @@ def _gt_boxes_panel(ax: plt.Axes, info: coco.ImageInfo, gt: np.ndarray, names: l
         color = GT_COLORS[g % len(GT_COLORS)]
         ax.add_patch(Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=2.4, ec=color,
                                zorder=3))
-        ax.text(b[0], b[1] - 5, f"gt {g}: {name}", color=color, fontsize=10,
+        ax.text(b[0], b[1] - 5, f"gt {g}: {name}", color=color, fontsize=FONT_PT,
                 fontweight="bold", va="bottom", zorder=6,
                 bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-    ax.set_title(title, fontsize=11)
-    ax.tick_params(labelsize=10)
+    ax.set_title(title, fontsize=FONT_PT)
+    ax.tick_params(labelsize=FONT_PT)
 
 
 def _level_of(index: np.ndarray, per_level: list[int], strides: tuple[int, ...]) -> np.ndarray:
@@ -237,7 +266,10 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
     labels = np.asarray(ann.labels)
     names = [ds.class_names[int(c)] for c in labels]
     counts: dict[str, list[int]] = {}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), dpi=110, layout="constrained")
+    # two rows of two: three panels and the legend, so that the text is legible at the
+    # docs' column width
+    fig, grid = plt.subplots(2, 2, figsize=(WIDTH_IN, 8.4), dpi=160, layout="constrained")
+    axes = grid.ravel()
 
     # FCOS: one square anchor per location, side = stride, centred on the cell's corner
     one = {"sizes": FCOS_STRIDES, "scales": (1,), "aspect_ratios": (1,)}
@@ -249,8 +281,8 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
     counts["FCOS"] = [int(np.sum(m == g)) for g in range(len(gt))]
     ax = axes[0]
     _gt_boxes_panel(ax, info, gt, names, title=(
-        f"FCOS: {len(fcos_anc):,} locations, strides 8…128\n"
-        f"positives per gt: {counts['FCOS']} (radius 1.5 × stride)"))
+        f"FCOS: {len(fcos_anc):,} locations,\nstrides 8…128, radius 1.5 × stride\n"
+        f"positives per gt: {counts['FCOS']}"))
     pts = (fcos_anc[:, :2] + fcos_anc[:, 2:]) / 2
     level = _level_of(np.arange(len(fcos_anc)), fcos_levels, FCOS_STRIDES)
     for g in range(len(gt)):
@@ -267,8 +299,8 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
     counts["ATSS"] = [int(np.sum(m == g)) for g in range(len(gt))]
     ax = axes[1]
     _gt_boxes_panel(ax, info, gt, names, title=(
-        f"ATSS: {len(retina):,} RetinaNet anchors (9 per location)\n"
-        f"positives per gt: {counts['ATSS']} (top 9 per level, IoU ≥ mean + std)"))
+        f"ATSS: {len(retina):,} RetinaNet anchors,\ntop 9 per level, IoU ≥ mean + std\n"
+        f"positives per gt: {counts['ATSS']}"))
     positive = np.flatnonzero(m >= 0)
     atss_level = _level_of(positive, retina_levels, FCOS_STRIDES)
     for i in positive:
@@ -282,10 +314,10 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
         ax.scatter([x], [y], s=40, marker=LEVEL_MARKERS[int(stride)],
                    color=GT_COLORS[int(g)], ec="black", lw=0.6, zorder=5)
     for g, b in enumerate(gt):
-        per = [f"{int(np.sum(atss_level[m[positive] == g] == st))} at stride {st}"
+        per = [f"s{st}: {int(np.sum(atss_level[m[positive] == g] == st))}"
                for st in FCOS_STRIDES if np.any(atss_level[m[positive] == g] == st)]
         ax.text((b[0] + b[2]) / 2, max(b[3], retina[positive[m[positive] == g], 3].max()) + 6,
-                "\n".join(per), color=GT_COLORS[g], fontsize=10, fontweight="bold",
+                "\n".join(per), color=GT_COLORS[g], fontsize=FONT_PT, fontweight="bold",
                 ha="center", va="top", zorder=6,
                 bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
     atss_levels = sorted({int(s) for s in atss_level})
@@ -304,8 +336,8 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
     counts["task-aligned"] = [int(np.sum(m == g)) for g in range(len(gt))]
     ax = axes[2]
     _gt_boxes_panel(ax, info, gt, names, title=(
-        f"task-aligned (YOLOv8: top 10, α = 0.5, β = 6, CIoU): {len(points):,} points\n"
-        f"positives per gt: {counts['task-aligned']} (synthetic predictions)"))
+        f"task-aligned: {len(points):,} points, YOLOv8's\ntop 10, α = 0.5, β = 6, CIoU; "
+        f"synthetic\npredictions; positives per gt: {counts['task-aligned']}"))
     tal_level = _level_of(np.arange(len(points)), [len(p) for p in grids], TAL_STRIDES)
     inside = np.any((points[:, None, 0] > gt[None, :, 0]) & (points[:, None, 0] < gt[None, :, 2])
                     & (points[:, None, 1] > gt[None, :, 1])
@@ -326,16 +358,15 @@ def assigners_figure(path: pathlib.Path) -> dict[str, list[int]]:
                        label=f"location, stride {s}") for s in sorted(set(used + tal_used))]
     handles += [
         Line2D([], [], color="#555555", lw=0.9, ls=(0, (4, 2)),
-               label="ATSS positive anchor box (counts under each gt)"),
+               label="ATSS positive anchor box (counts\nunder each gt; s16: at stride 16)"),
         Line2D([], [], color="#b0b0b0", ls="", marker=".", ms=5,
-               label="task-aligned: point inside a gt, not selected"),
+               label="task-aligned: point inside\na gt, not selected"),
         Line2D([], [], color="#555555", ls="", marker="o", ms=9, mfc="none",
-               label="task-aligned: marker area ∝ target score"),
+               label="task-aligned: marker area\n∝ target score"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=10,
-               frameon=False)
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
+    axes[3].axis("off")
+    axes[3].legend(handles=handles, loc="center", ncol=1, fontsize=FONT_PT, frameon=False)
+    _save(fig, path)
     counts.update({f"{k} strides": v for k, v in
                    (("FCOS", used), ("ATSS", atss_levels), ("task-aligned", tal_used))})
     return counts

@@ -121,3 +121,25 @@ def test_math_page_gradient_table_matches_closed_form():
                                                     reduction="sum")
         assert float(dce_shown.replace("−", "-")) == pytest.approx(float(g_ce[0]), rel=1e-9)
     assert fa.sigmoid_focal_loss is not None
+
+
+def test_figures_draw_legibly(tmp_path, monkeypatch):
+    # docs/make_figures.py redraws every figure of the guide from the library and refuses a
+    # figure whose smallest text would be under 11 px in the docs' 688-px column
+    require("matplotlib")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "FIGURES", tmp_path)
+    module.main()
+    for name in ("focal_variants", "anchor_matching", "assigners"):
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width = int.from_bytes(data[16:20], "big")
+        assert 1300 <= width <= 1600, (name, width)  # about 9 in at 160 dpi
+    # and the check itself refuses small text: the same figure at 8 pt
+    monkeypatch.setattr(module, "FONT_PT", 8)
+    with pytest.raises(ValueError, match="under 11 px"):
+        module.focal_variants(tmp_path / "small.png")
