@@ -46,8 +46,8 @@ FIGURES = pathlib.Path(__file__).resolve().parent / "figures"
 GT_COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 # The docs show a figure at the width of the text column, 688 px in a 1280-px window: a
 # figure W inches wide is shown at 688 / (72 W) px per point, so for text of at least 11 px
-# there every figure is about 9 inches wide with 10.5-11 pt text (_check_legible measures
-# the saved file).
+# there every figure is about 9 inches wide with 11-pt text (_check_legible measures the
+# saved file).
 COLUMN_PX = 688
 MIN_TEXT_PX = 11.0
 WIDTH_IN = 9.0
@@ -61,8 +61,8 @@ def _check_legible(fig: plt.Figure, path: pathlib.Path) -> float:
 
     with Image.open(path) as im:
         width_px = im.size[0]
-    shown_px_per_pt = COLUMN_PX / width_px * fig.dpi / 72 if width_px > COLUMN_PX else \
-        fig.dpi / 72
+    # a narrower image is shown at its own size, a wider one scaled down to the column
+    shown_px_per_pt = min(1.0, COLUMN_PX / width_px) * fig.dpi / 72
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text)
              if t.get_visible() and t.get_text().strip()]
     smallest = min(sizes) * shown_px_per_pt
